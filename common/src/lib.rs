@@ -1,0 +1,19 @@
+//! Plumbing that flag-service and query-service share, so each service crate holds only its
+//! own domain: bearer-token authentication and the per-RPC access table ([`auth`]), the
+//! PostgreSQL pool and versioned migrations ([`db`]), the clock ([`clock`]), logging
+//! ([`telemetry`]), serving with health, reflection and bounded graceful shutdown
+//! ([`serve`]), and duration settings ([`duration`]).
+//!
+//! # Layout
+//! - `auth`: JWT verification, roles, the tower layer that enforces the access table, and the
+//!   minter used for service-to-service tokens and development tokens.
+//! - `db`: pool construction, the migration runner, database-error classification.
+//! - `serve`: the server assembly both services use; health follows the database.
+//! - `clock`: the time source, injectable so tests control it.
+
+pub mod auth;
+pub mod clock;
+pub mod db;
+pub mod duration;
+pub mod serve;
+pub mod telemetry;
