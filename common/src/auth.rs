@@ -134,6 +134,11 @@ impl Principal {
         roles.iter().any(|role| self.roles.contains(role))
     }
 
+    /// A signed-in user holding none of the roles this system knows.
+    pub fn is_plain_user(&self) -> bool {
+        self.roles.is_empty()
+    }
+
     /// The principal recorded in audit fields: subject, and tenant when there is one.
     pub fn audit_name(&self) -> String {
         match self.tenant_id {
@@ -310,6 +315,9 @@ pub enum AccessRule {
     AnySignedIn,
     /// Callers holding at least one of these roles.
     AnyOf(&'static [Role]),
+    /// Callers holding one of these roles, or plain users (a token with none of the roles
+    /// this system knows); the handler narrows a plain user to their own data.
+    AnyOfOrPlainUser(&'static [Role]),
 }
 
 impl AccessRule {
@@ -317,6 +325,7 @@ impl AccessRule {
         match self {
             AccessRule::AnySignedIn => true,
             AccessRule::AnyOf(roles) => principal.has_any(roles),
+            AccessRule::AnyOfOrPlainUser(roles) => principal.has_any(roles) || principal.is_plain_user(),
         }
     }
 }
@@ -370,7 +379,9 @@ impl AuthLayer {
         let principal = self.verifier.verify(token).map_err(unauthenticated)?;
         if !rule.allows(&principal) {
             let needed = match rule {
-                AccessRule::AnyOf(roles) => roles.iter().map(|role| role.claim()).collect::<Vec<_>>().join(", "),
+                AccessRule::AnyOf(roles) | AccessRule::AnyOfOrPlainUser(roles) => {
+                    roles.iter().map(|role| role.claim()).collect::<Vec<_>>().join(", ")
+                }
                 AccessRule::AnySignedIn => String::new(),
             };
             return Err(tonic::Status::permission_denied(format!("missing role: this method needs one of {needed}")));
@@ -492,6 +503,42 @@ mod tests {
     fn role_claims_round_trip() {
         for role in Role::ALL {
             assert_eq!(Role::from_claim(role.claim()), Some(role));
+        }
+    }
+}
+
+/// Token settings both services take on the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthArgs {
+    /// Shared secret for HS256 bearer tokens (development).
+    #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Required `iss` of every token.
+    #[arg(long, env = "AUTH_JWT_ISSUER", default_value = "signins")]
+    pub jwt_issuer: String,
+    /// Required `aud` of every token.
+    #[arg(long, env = "AUTH_JWT_AUDIENCE", default_value = "signins")]
+    pub jwt_audience: String,
+}
+
+impl AuthArgs {
+    /// Development settings with a given secret (tests, tools).
+    pub fn with_secret(secret: &str) -> Self {
+        Self { jwt_secret: Some(secret.to_owned()), jwt_issuer: "signins".into(), jwt_audience: "signins".into() }
+    }
+
+    /// The verifier, or the one sentence an operator needs when no key material was given.
+    pub fn verifier(&self) -> Result<TokenVerifier, String> {
+        match self.jwt_secret.as_deref() {
+            Some(secret) if !secret.is_empty() => Ok(TokenVerifier::hs256(secret, &self.jwt_issuer, &self.jwt_audience)),
+            _ => Err("no token key material: set --jwt-secret or AUTH_JWT_SECRET".into()),
+        }
+    }
+
+    pub fn minter(&self) -> Result<TokenMinter, String> {
+        match self.jwt_secret.as_deref() {
+            Some(secret) if !secret.is_empty() => Ok(TokenMinter::hs256(secret, &self.jwt_issuer, &self.jwt_audience)),
+            _ => Err("no token key material: set --jwt-secret or AUTH_JWT_SECRET".into()),
         }
     }
 }

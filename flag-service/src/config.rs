@@ -1,0 +1,57 @@
+//! flag-service's settings: command-line flags, each with an environment variable.
+
+use clap::Parser;
+use signins_common::auth::AuthArgs;
+use signins_common::duration::parse_duration;
+use signins_common::telemetry::LogFormat;
+use std::time::Duration;
+
+/// Flag sessions for flagged sign-ins: enable, disable and expire flagging per user and client.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "flag-service", version, about)]
+pub struct Config {
+    /// Address to listen on for gRPC.
+    #[arg(long, env = "FLAG_SERVICE_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: String,
+    /// PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/signins. flag-service keeps its
+    /// tables in the schema `flag`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// How long a flag session lasts.
+    #[arg(long, env = "FLAG_TTL", default_value = "20m", value_parser = parse_duration)]
+    pub flag_ttl: Duration,
+    /// New flag sessions a user may start per rolling hour.
+    #[arg(long, env = "FLAG_MAX_ENABLES_PER_HOUR", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_enables_per_hour: u32,
+    /// Flag sessions that ended longer ago than this are deleted.
+    #[arg(long, env = "FLAG_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub retention: Duration,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+    /// Most database connections.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: usize,
+    /// How long in-flight calls may take to finish after SIGTERM.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Defaults for a given database and secret (tests, embedding).
+    pub fn new(database_url: &str, jwt_secret: &str) -> Self {
+        Self {
+            listen: "127.0.0.1:0".into(),
+            database_url: database_url.into(),
+            flag_ttl: Duration::from_secs(20 * 60),
+            max_enables_per_hour: 10,
+            retention: Duration::from_secs(30 * 86_400),
+            auth: AuthArgs::with_secret(jwt_secret),
+            log_format: LogFormat::Pretty,
+            database_pool_size: 16,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}

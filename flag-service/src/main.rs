@@ -1,0 +1,25 @@
+//! The `flag-service` binary: settings, logging, then the [`Application`] until SIGTERM.
+
+use clap::Parser;
+use flag_service::{Application, Config};
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    signins_common::telemetry::init(config.log_format);
+    let application = match Application::build(config).await {
+        Ok(application) => application,
+        Err(error) => {
+            eprintln!("flag-service: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match application.run_until_stopped(signins_common::serve::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("flag-service: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

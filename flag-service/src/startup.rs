@@ -1,0 +1,106 @@
+//! [`Application`]: binds the listener first (so tests can use port 0 and read the address),
+//! migrates the database, then serves until told to stop.
+
+use crate::api::{ACCESS, FlagApi};
+use crate::config::Config;
+use crate::flagging::{Flagging, FlaggingSettings};
+use crate::store::{MIGRATIONS, SCHEMA, Store};
+use signins_common::auth::AuthLayer;
+use signins_common::clock::{Clock, SystemClock};
+use signins_common::serve::{ServeError, ServeOptions, serve};
+use signins_proto::flag::v1::flag_service_server::FlagServiceServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How often retention runs.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: String, source: std::io::Error },
+    #[error("database: {0}")]
+    Database(#[from] signins_common::db::DbError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: Config,
+    flagging: Flagging,
+    auth: AuthLayer,
+    store: Store,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application").field("local_addr", &self.local_addr).finish()
+    }
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Application::build`], with a clock of the caller's (tests move time by hand).
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        let verifier = config.auth.verifier().map_err(StartupError::Config)?;
+        let pool = signins_common::db::pool(&config.database_url, config.database_pool_size)?;
+        signins_common::db::migrate(&pool, SCHEMA, MIGRATIONS).await?;
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| StartupError::Bind { address: config.listen.clone(), source })?;
+        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind { address: config.listen.clone(), source })?;
+        let store = Store::new(pool);
+        let flagging = Flagging::new(
+            store.clone(),
+            clock,
+            FlaggingSettings { flag_ttl: config.flag_ttl, max_enables_per_hour: config.max_enables_per_hour },
+        );
+        Ok(Self { listener, local_addr, auth: AuthLayer::new(verifier, ACCESS), config, flagging, store })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub async fn run_until_stopped<F>(self, shutdown: F) -> Result<(), StartupError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        tracing::info!(address = %self.local_addr, flag_ttl = ?self.config.flag_ttl, "flag-service listening");
+        let retention = tokio::spawn(run_retention(self.flagging.clone(), self.config.retention));
+        let service = FlagServiceServer::new(FlagApi::new(self.flagging));
+        let result = serve(
+            self.listener,
+            service,
+            self.auth,
+            self.store.pool().clone(),
+            ServeOptions { grace_period: self.config.shutdown_grace },
+            shutdown,
+        )
+        .await;
+        retention.abort();
+        Ok(result?)
+    }
+}
+
+async fn run_retention(flagging: Flagging, retention: Duration) {
+    let mut interval = tokio::time::interval(RETENTION_INTERVAL);
+    loop {
+        interval.tick().await;
+        match flagging.apply_retention(retention).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "retention deleted old flag sessions"),
+            Err(error) => tracing::warn!(%error, "retention failed; will retry"),
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! SQL over `flag.flag_sessions`: one function per statement, every value a parameter.
+
+use crate::domain::{FlagCheck, FlagKey, FlagSession, SessionQuery, Trigger};
+use crate::error::FlagError;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Pool};
+use signins_common::db::Migration;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+/// The schema flag-service owns; its migration history lives there too.
+pub const SCHEMA: &str = "flag";
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "flag_sessions",
+    sql: include_str!("../migrations/0001_flag_sessions.sql"),
+}];
+
+const COLUMNS: &str = "id, tenant_id, user_id, device_id, browser_id, user_principal_name, enabled_at, \
+     expires_at, disabled_at, enabled_by, disabled_by, trigger_error_code, trigger_request_id, \
+     trigger_correlation_id, trigger_app_id, trigger_app_display_name, trigger_ip_address, \
+     trigger_occurred_at";
+
+/// The condition "in force at $5" over a key given as $1..$4.
+const KEY_IN_FORCE_AT_5: &str = "tenant_id = $1 AND user_id = $2 AND device_id = $3 AND browser_id = $4 \
+     AND enabled_at <= $5 AND $5 < LEAST(expires_at, COALESCE(disabled_at, expires_at))";
+
+fn session_from_row(row: &Row) -> Result<FlagSession, tokio_postgres::Error> {
+    Ok(FlagSession {
+        id: row.try_get("id")?,
+        key: FlagKey {
+            tenant_id: row.try_get("tenant_id")?,
+            user_id: row.try_get("user_id")?,
+            device_id: row.try_get("device_id")?,
+            browser_id: row.try_get("browser_id")?,
+        },
+        user_principal_name: row.try_get("user_principal_name")?,
+        trigger: Trigger {
+            error_code: row.try_get("trigger_error_code")?,
+            request_id: row.try_get("trigger_request_id")?,
+            correlation_id: row.try_get("trigger_correlation_id")?,
+            app_id: row.try_get("trigger_app_id")?,
+            app_display_name: row.try_get("trigger_app_display_name")?,
+            ip_address: row.try_get("trigger_ip_address")?,
+            occurred_at: row.try_get("trigger_occurred_at")?,
+        },
+        enabled_at: row.try_get("enabled_at")?,
+        expires_at: row.try_get("expires_at")?,
+        disabled_at: row.try_get("disabled_at")?,
+        enabled_by: row.try_get("enabled_by")?,
+        disabled_by: row.try_get("disabled_by")?,
+    })
+}
+
+/// The outcome of [`Store::enable`].
+#[derive(Debug)]
+pub enum EnableOutcome {
+    Created(FlagSession),
+    AlreadyActive(FlagSession),
+    /// Over the per-user limit; these are the enable times inside the last hour, oldest first.
+    OverLimit(Vec<DateTime<Utc>>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The session of `key` in force at `at`, if any.
+    pub async fn in_force(&self, key: &FlagKey, at: DateTime<Utc>) -> Result<Option<FlagSession>, FlagError> {
+        let client = self.pool.get().await?;
+        in_force(&client, key, at).await
+    }
+
+    /// Starts a session unless one is in force, in one transaction serialised per user, so the
+    /// rate limit holds and concurrent enables of one key return one session.
+    pub async fn enable(
+        &self,
+        session: &FlagSession,
+        max_per_hour: u32,
+    ) -> Result<EnableOutcome, FlagError> {
+        let now = session.enabled_at;
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let lock = format!("flag-enable:{}:{}", session.key.tenant_id, session.key.user_id);
+        transaction.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock]).await?;
+        if let Some(active) = in_force(&transaction, &session.key, now).await? {
+            transaction.commit().await?;
+            return Ok(EnableOutcome::AlreadyActive(active));
+        }
+        let window_start = now - chrono::Duration::hours(1);
+        let recent: Vec<DateTime<Utc>> = transaction
+            .query(
+                "SELECT enabled_at FROM flag.flag_sessions
+                 WHERE tenant_id = $1 AND user_id = $2 AND enabled_at > $3
+                 ORDER BY enabled_at",
+                &[&session.key.tenant_id, &session.key.user_id, &window_start],
+            )
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        if recent.len() >= max_per_hour as usize {
+            transaction.commit().await?;
+            return Ok(EnableOutcome::OverLimit(recent));
+        }
+        let trigger = &session.trigger;
+        let inserted = transaction
+            .query_opt(
+                &format!(
+                    "INSERT INTO flag.flag_sessions ({COLUMNS}) VALUES
+                     ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, NULL, $10, $11, $12, $13, $14, $15, $16)
+                     ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
+                ),
+                &[
+                    &session.id,
+                    &session.key.tenant_id,
+                    &session.key.user_id,
+                    &session.key.device_id,
+                    &session.key.browser_id,
+                    &session.user_principal_name,
+                    &session.enabled_at,
+                    &session.expires_at,
+                    &session.enabled_by,
+                    &trigger.error_code,
+                    &trigger.request_id,
+                    &trigger.correlation_id,
+                    &trigger.app_id,
+                    &trigger.app_display_name,
+                    &trigger.ip_address,
+                    &trigger.occurred_at,
+                ],
+            )
+            .await?;
+        let outcome = match inserted {
+            Some(row) => EnableOutcome::Created(session_from_row(&row)?),
+            // The exclusion constraint refused an overlap: another replica whose clock runs a
+            // little ahead started this key's session. Return that one.
+            None => {
+                let row = transaction
+                    .query_one(
+                        &format!(
+                            "SELECT {COLUMNS} FROM flag.flag_sessions
+                             WHERE tenant_id = $1 AND user_id = $2 AND device_id = $3 AND browser_id = $4
+                               AND LEAST(expires_at, COALESCE(disabled_at, expires_at)) > $5
+                             ORDER BY enabled_at DESC LIMIT 1"
+                        ),
+                        &[
+                            &session.key.tenant_id,
+                            &session.key.user_id,
+                            &session.key.device_id,
+                            &session.key.browser_id,
+                            &now,
+                        ],
+                    )
+                    .await?;
+                EnableOutcome::AlreadyActive(session_from_row(&row)?)
+            }
+        };
+        transaction.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Ends the session of `key` in force at `now`; returns it, or else the key's last session.
+    pub async fn disable(
+        &self,
+        key: &FlagKey,
+        now: DateTime<Utc>,
+        disabled_by: &str,
+    ) -> Result<Option<FlagSession>, FlagError> {
+        let client = self.pool.get().await?;
+        let ended = client
+            .query_opt(
+                &format!(
+                    "UPDATE flag.flag_sessions SET disabled_at = $5, disabled_by = $6
+                     WHERE {KEY_IN_FORCE_AT_5} RETURNING {COLUMNS}"
+                ),
+                &[&key.tenant_id, &key.user_id, &key.device_id, &key.browser_id, &now, &disabled_by],
+            )
+            .await?;
+        if let Some(row) = ended {
+            return Ok(Some(session_from_row(&row)?));
+        }
+        let last = client
+            .query_opt(
+                &format!(
+                    "SELECT {COLUMNS} FROM flag.flag_sessions
+                     WHERE tenant_id = $1 AND user_id = $2 AND device_id = $3 AND browser_id = $4
+                       AND enabled_at <= $5
+                     ORDER BY enabled_at DESC LIMIT 1"
+                ),
+                &[&key.tenant_id, &key.user_id, &key.device_id, &key.browser_id, &now],
+            )
+            .await?;
+        last.map(|row| session_from_row(&row)).transpose().map_err(FlagError::from)
+    }
+
+    /// For each check, the id of the session in force at its time: one statement for the batch.
+    pub async fn check(&self, checks: &[FlagCheck]) -> Result<Vec<Option<Uuid>>, FlagError> {
+        if checks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tenants = Vec::with_capacity(checks.len());
+        let mut users = Vec::with_capacity(checks.len());
+        let mut devices = Vec::with_capacity(checks.len());
+        let mut browsers = Vec::with_capacity(checks.len());
+        let mut times = Vec::with_capacity(checks.len());
+        for check in checks {
+            tenants.push(check.key.tenant_id);
+            users.push(check.key.user_id);
+            devices.push(check.key.device_id.as_str());
+            browsers.push(check.key.browser_id.as_str());
+            times.push(check.at);
+        }
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT c.ord, s.id
+                 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])
+                      WITH ORDINALITY AS c(tenant_id, user_id, device_id, browser_id, at, ord)
+                 LEFT JOIN LATERAL (
+                     SELECT f.id FROM flag.flag_sessions f
+                     WHERE f.tenant_id = c.tenant_id AND f.user_id = c.user_id
+                       AND f.device_id = c.device_id AND f.browser_id = c.browser_id
+                       AND f.enabled_at <= c.at
+                       AND c.at < LEAST(f.expires_at, COALESCE(f.disabled_at, f.expires_at))
+                     ORDER BY f.enabled_at DESC LIMIT 1
+                 ) s ON true
+                 ORDER BY c.ord",
+            )
+            .await?;
+        let rows = client.query(&statement, &[&tenants, &users, &devices, &browsers, &times]).await?;
+        let mut results = vec![None; checks.len()];
+        for row in rows {
+            let ordinal: i64 = row.try_get(0)?;
+            let index = usize::try_from(ordinal - 1).unwrap_or(usize::MAX);
+            if let Some(slot) = results.get_mut(index) {
+                *slot = row.try_get(1)?;
+            }
+        }
+        Ok(results)
+    }
+
+    /// A page of a tenant's sessions, newest first, one more than asked so the caller knows
+    /// whether another page follows.
+    pub async fn list(&self, query: &SessionQuery, now: DateTime<Utc>) -> Result<Vec<FlagSession>, FlagError> {
+        let client = self.pool.get().await?;
+        let (after_time, after_id) = match query.after {
+            Some((time, id)) => (Some(time), Some(id)),
+            None => (None, None),
+        };
+        let limit = i64::from(query.page_size) + 1;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM flag.flag_sessions
+                     WHERE tenant_id = $1
+                       AND ($2::uuid IS NULL OR user_id = $2)
+                       AND (NOT $3 OR (enabled_at <= $4 AND $4 < LEAST(expires_at, COALESCE(disabled_at, expires_at))))
+                       AND ($5::timestamptz IS NULL OR (enabled_at, id) < ($5, $6::uuid))
+                     ORDER BY enabled_at DESC, id DESC
+                     LIMIT $7"
+                ),
+                &[&query.tenant_id, &query.user_id, &query.active_only, &now, &after_time, &after_id, &limit],
+            )
+            .await?;
+        rows.iter().map(session_from_row).collect::<Result<_, _>>().map_err(FlagError::from)
+    }
+
+    /// Deletes up to `batch` sessions that ended before `cutoff`; returns how many.
+    pub async fn delete_ended_before(&self, cutoff: DateTime<Utc>, batch: i64) -> Result<u64, FlagError> {
+        let client = self.pool.get().await?;
+        let deleted = client
+            .execute(
+                "DELETE FROM flag.flag_sessions WHERE (tenant_id, id) IN (
+                     SELECT tenant_id, id FROM flag.flag_sessions WHERE expires_at < $1 LIMIT $2
+                 )",
+                &[&cutoff, &batch],
+            )
+            .await?;
+        Ok(deleted)
+    }
+}
+
+async fn in_force<C: GenericClient>(client: &C, key: &FlagKey, at: DateTime<Utc>) -> Result<Option<FlagSession>, FlagError> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM flag.flag_sessions WHERE {KEY_IN_FORCE_AT_5} ORDER BY enabled_at DESC LIMIT 1"),
+            &[&key.tenant_id, &key.user_id, &key.device_id, &key.browser_id, &at],
+        )
+        .await?;
+    row.map(|row| session_from_row(&row)).transpose().map_err(FlagError::from)
+}
