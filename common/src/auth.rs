@@ -494,7 +494,7 @@ mod tests {
     #[test]
     fn unknown_methods_are_denied_and_public_ones_pass() {
         let layer = AuthLayer::new(TokenVerifier::hs256(SECRET, "signins", "signins"), &[]);
-        assert_eq!(layer.authorize("/grpc.health.v1.Health/Check", None), Ok(None));
+        assert!(matches!(layer.authorize("/grpc.health.v1.Health/Check", None), Ok(None)));
         let refused = layer.authorize("/x.Y/Z", None).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unimplemented);
     }

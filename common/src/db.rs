@@ -73,12 +73,17 @@ pub fn is_connection_error(error: &tokio_postgres::Error) -> bool {
 }
 
 /// Builds a pool; connections are made lazily, so a service can start while the database is
-/// still coming up (health reports NOT_SERVING until it answers).
-pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
+/// still coming up (health reports NOT_SERVING until it answers). `statement_timeout` caps
+/// every statement on the pool's connections, so no query runs unbounded.
+pub fn pool(database_url: &str, max_size: usize, statement_timeout: Option<Duration>) -> Result<Pool, DbError> {
     let mut config: tokio_postgres::Config =
         database_url.parse().map_err(|error: tokio_postgres::Error| DbError::InvalidUrl(error.to_string()))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
+    }
+    if let Some(timeout) = statement_timeout {
+        let options = config.get_options().map(str::to_owned).unwrap_or_default();
+        config.options(format!("{options} -c statement_timeout={}", timeout.as_millis()).trim());
     }
     if config.get_application_name().is_none() {
         config.application_name("flagged-sign-ins");

@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// No flag-service statement should take long; one that does is cut off rather than queued behind.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often retention runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(600);
 
@@ -53,7 +56,7 @@ impl Application {
     /// As [`Application::build`], with a clock of the caller's (tests move time by hand).
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
         let verifier = config.auth.verifier().map_err(StartupError::Config)?;
-        let pool = signins_common::db::pool(&config.database_url, config.database_pool_size)?;
+        let pool = signins_common::db::pool(&config.database_url, config.database_pool_size, Some(STATEMENT_TIMEOUT))?;
         signins_common::db::migrate(&pool, SCHEMA, MIGRATIONS).await?;
         let listener = TcpListener::bind(&config.listen)
             .await

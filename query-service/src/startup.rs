@@ -1,0 +1,124 @@
+//! [`Application`]: binds the listener first (so tests can use port 0 and read the address),
+//! migrates the database, then serves until told to stop, with the background re-check of
+//! pending flag checks beside it.
+
+use crate::api::{ACCESS, SignInApi};
+use crate::config::Config;
+use crate::flag_client::FlagChecker;
+use crate::page_token::PageTokenKey;
+use crate::sign_ins::{SignInLog, SignInLogSettings};
+use crate::store::{MIGRATIONS, SCHEMA, Store};
+use signins_common::auth::{AuthLayer, Role, ServiceCredential};
+use signins_common::clock::{Clock, SystemClock};
+use signins_common::serve::{ServeError, ServeOptions, serve};
+use signins_proto::query::v1::sign_in_service_server::SignInServiceServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Lifetime of query-service's own token towards flag-service; renewed well before expiry.
+const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: String, source: std::io::Error },
+    #[error("database: {0}")]
+    Database(#[from] signins_common::db::DbError),
+    #[error("flag-service client: {0}")]
+    FlagService(#[from] crate::flag_client::FlagCheckError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: Config,
+    log: SignInLog,
+    auth: AuthLayer,
+    store: Store,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application").field("local_addr", &self.local_addr).finish()
+    }
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Application::build`], with a clock of the caller's.
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        let verifier = config.auth.verifier().map_err(StartupError::Config)?;
+        let minter = config.auth.minter().map_err(StartupError::Config)?;
+        let secret = config.auth.jwt_secret.clone().unwrap_or_default();
+        let pool =
+            signins_common::db::pool(&config.database_url, config.database_pool_size, Some(config.query_timeout))?;
+        signins_common::db::migrate(&pool, SCHEMA, MIGRATIONS).await?;
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| StartupError::Bind { address: config.listen.clone(), source })?;
+        let local_addr =
+            listener.local_addr().map_err(|source| StartupError::Bind { address: config.listen.clone(), source })?;
+        let credential = ServiceCredential::new(minter, "query-service", vec![Role::FlaggingCheck], SERVICE_TOKEN_TTL);
+        let checker = FlagChecker::new(&config.flag_service_url, credential, config.flag_check_timeout)?;
+        let max_clock_skew = chrono::Duration::from_std(config.max_clock_skew)
+            .map_err(|_| StartupError::Config("--max-clock-skew is out of range".into()))?;
+        let store = Store::new(pool);
+        let log = SignInLog::new(
+            store.clone(),
+            checker,
+            clock,
+            PageTokenKey::derive(secret.as_bytes()),
+            SignInLogSettings { max_clock_skew },
+        );
+        Ok(Self { listener, local_addr, auth: AuthLayer::new(verifier, ACCESS), config, log, store })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub async fn run_until_stopped<F>(self, shutdown: F) -> Result<(), StartupError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        tracing::info!(address = %self.local_addr, flag_service = %self.config.flag_service_url, "query-service listening");
+        let rechecks = tokio::spawn(self.log.clone().run_rechecks());
+        let retention = tokio::spawn(run_retention(self.store.clone(), self.log.clone(), self.config.retention));
+        let service = SignInServiceServer::new(SignInApi::new(self.log));
+        let result = serve(
+            self.listener,
+            service,
+            self.auth,
+            self.store.pool().clone(),
+            ServeOptions { grace_period: self.config.shutdown_grace },
+            shutdown,
+        )
+        .await;
+        rechecks.abort();
+        retention.abort();
+        Ok(result?)
+    }
+}
+
+async fn run_retention(store: Store, log: SignInLog, retention: Duration) {
+    let mut interval = tokio::time::interval(Duration::from_secs(600));
+    let Ok(retention) = chrono::Duration::from_std(retention) else { return };
+    loop {
+        interval.tick().await;
+        match store.delete_older_than(log.now() - retention).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "retention deleted old sign-ins"),
+            Err(error) => tracing::warn!(%error, "retention failed; will retry"),
+        }
+    }
+}

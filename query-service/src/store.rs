@@ -1,0 +1,410 @@
+//! SQL over `query.sign_ins`: one function per statement, every value a parameter. The
+//! `$filter` arrives already translated into a condition with its own parameters.
+
+use crate::domain::filter::{self, Expr, SqlValue};
+use crate::domain::sign_in::{FlagCheck, Order, ReadScope, SignIn};
+use crate::error::QueryError;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use postgres_types::ToSql;
+use signins_common::db::Migration;
+use std::sync::LazyLock;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+/// The schema query-service owns; its migration history lives there too.
+pub const SCHEMA: &str = "query";
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "sign_ins",
+    sql: include_str!("../migrations/0001_sign_ins.sql"),
+}];
+
+/// Every stored column with its SQL type, in the order inserts send them.
+const COLUMNS: &[(&str, &str)] = &[
+    ("tenant_id", "uuid"),
+    ("id", "uuid"),
+    ("created_at", "timestamptz"),
+    ("user_id", "uuid"),
+    ("user_principal_name", "text"),
+    ("user_display_name", "text"),
+    ("user_type", "text"),
+    ("app_id", "text"),
+    ("app_display_name", "text"),
+    ("resource_id", "text"),
+    ("resource_display_name", "text"),
+    ("ip_address", "text"),
+    ("user_agent", "text"),
+    ("client_app_used", "text"),
+    ("correlation_id", "text"),
+    ("is_interactive", "boolean"),
+    ("conditional_access_status", "text"),
+    ("error_code", "integer"),
+    ("failure_reason", "text"),
+    ("additional_details", "text"),
+    ("device_id", "text"),
+    ("browser_id", "text"),
+    ("device_display_name", "text"),
+    ("operating_system", "text"),
+    ("browser", "text"),
+    ("is_compliant", "boolean"),
+    ("is_managed", "boolean"),
+    ("trust_type", "text"),
+    ("city", "text"),
+    ("state", "text"),
+    ("country_or_region", "text"),
+    ("risk_level_during_sign_in", "text"),
+    ("risk_state", "text"),
+    ("flagged_for_review", "boolean"),
+    ("flag_session_id", "uuid"),
+    ("flag_check_pending", "boolean"),
+];
+
+static COLUMN_LIST: LazyLock<String> =
+    LazyLock::new(|| COLUMNS.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", "));
+
+/// One multi-row insert for a whole batch: each column travels as one array parameter.
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    let arrays = COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(index, (_, sql_type))| format!("${}::{sql_type}[]", index + 1))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO query.sign_ins ({}) SELECT * FROM unnest({arrays}) ON CONFLICT (tenant_id, id) DO NOTHING",
+        *COLUMN_LIST
+    )
+});
+
+fn sign_in_from_row(row: &Row) -> Result<SignIn, tokio_postgres::Error> {
+    let flagged: bool = row.try_get("flagged_for_review")?;
+    let pending: bool = row.try_get("flag_check_pending")?;
+    let session: Option<Uuid> = row.try_get("flag_session_id")?;
+    let flag = match (pending, flagged, session) {
+        (true, _, _) => FlagCheck::Pending,
+        (false, true, Some(session)) => FlagCheck::Flagged(session),
+        _ => FlagCheck::NotFlagged,
+    };
+    Ok(SignIn {
+        id: row.try_get("id")?,
+        created_at: row.try_get("created_at")?,
+        tenant_id: row.try_get("tenant_id")?,
+        user_id: row.try_get("user_id")?,
+        user_principal_name: row.try_get("user_principal_name")?,
+        user_display_name: row.try_get("user_display_name")?,
+        user_type: row.try_get("user_type")?,
+        app_id: row.try_get("app_id")?,
+        app_display_name: row.try_get("app_display_name")?,
+        resource_id: row.try_get("resource_id")?,
+        resource_display_name: row.try_get("resource_display_name")?,
+        ip_address: row.try_get("ip_address")?,
+        user_agent: row.try_get("user_agent")?,
+        client_app_used: row.try_get("client_app_used")?,
+        correlation_id: row.try_get("correlation_id")?,
+        is_interactive: row.try_get("is_interactive")?,
+        conditional_access_status: row.try_get("conditional_access_status")?,
+        error_code: row.try_get("error_code")?,
+        failure_reason: row.try_get("failure_reason")?,
+        additional_details: row.try_get("additional_details")?,
+        device_id: row.try_get("device_id")?,
+        browser_id: row.try_get("browser_id")?,
+        device_display_name: row.try_get("device_display_name")?,
+        operating_system: row.try_get("operating_system")?,
+        browser: row.try_get("browser")?,
+        is_compliant: row.try_get("is_compliant")?,
+        is_managed: row.try_get("is_managed")?,
+        trust_type: row.try_get("trust_type")?,
+        city: row.try_get("city")?,
+        state: row.try_get("state")?,
+        country_or_region: row.try_get("country_or_region")?,
+        risk_level_during_sign_in: row.try_get("risk_level_during_sign_in")?,
+        risk_state: row.try_get("risk_state")?,
+        flag,
+    })
+}
+
+/// What one ListSignIns page reads.
+#[derive(Debug, Clone)]
+pub struct ListQuery<'a> {
+    pub scope: ReadScope,
+    pub filter: Option<&'a Expr>,
+    pub order: Order,
+    /// Continue after this (created_at, id).
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: i64,
+}
+
+/// A sign-in still waiting for its flag check.
+#[derive(Debug, Clone)]
+pub struct PendingFlag {
+    pub sign_in: SignIn,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Stores the sign-ins not stored before, in one statement and so one transaction;
+    /// returns how many were new.
+    pub async fn insert(&self, sign_ins: &[SignIn]) -> Result<u64, QueryError> {
+        if sign_ins.is_empty() {
+            return Ok(0);
+        }
+        let columns = Columns::from(sign_ins);
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(&INSERT).await?;
+        let recorded = client.execute(&statement, &columns.params()).await?;
+        Ok(recorded)
+    }
+
+    pub async fn list(&self, query: &ListQuery<'_>) -> Result<Vec<SignIn>, QueryError> {
+        let mut params: Vec<SqlValue> = Vec::new();
+        let mut conditions = scope_conditions(query.scope, &mut params);
+        if let Some(expr) = query.filter {
+            conditions.push(filter::to_sql(expr, &mut params));
+        }
+        let (comparison, direction) = match query.order {
+            Order::NewestFirst => ("<", "DESC"),
+            Order::OldestFirst => (">", "ASC"),
+        };
+        if let Some((time, id)) = query.after {
+            params.push(SqlValue::Time(time));
+            params.push(SqlValue::Uuid(id));
+            conditions.push(format!("(created_at, id) {comparison} (${}, ${})", params.len() - 1, params.len()));
+        }
+        let sql = format!(
+            "SELECT {} FROM query.sign_ins WHERE {} ORDER BY created_at {direction}, id {direction} LIMIT {}",
+            *COLUMN_LIST,
+            conditions.join(" AND "),
+            query.limit
+        );
+        let client = self.pool.get().await?;
+        let rows = client.query(&sql, &as_params(&params)).await?;
+        rows.iter().map(sign_in_from_row).collect::<Result<_, _>>().map_err(QueryError::from)
+    }
+
+    pub async fn get(&self, scope: ReadScope, id: Uuid) -> Result<Option<SignIn>, QueryError> {
+        let mut params: Vec<SqlValue> = Vec::new();
+        let mut conditions = scope_conditions(scope, &mut params);
+        params.push(SqlValue::Uuid(id));
+        conditions.push(format!("id = ${}", params.len()));
+        let sql = format!("SELECT {} FROM query.sign_ins WHERE {}", *COLUMN_LIST, conditions.join(" AND "));
+        let client = self.pool.get().await?;
+        let row = client.query_opt(&sql, &as_params(&params)).await?;
+        row.map(|row| sign_in_from_row(&row)).transpose().map_err(QueryError::from)
+    }
+
+    /// The oldest sign-ins still waiting for a flag check, across tenants.
+    pub async fn pending_flag_checks(&self, limit: i64) -> Result<Vec<SignIn>, QueryError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {} FROM query.sign_ins WHERE flag_check_pending ORDER BY recorded_at LIMIT $1",
+                    *COLUMN_LIST
+                ),
+                &[&limit],
+            )
+            .await?;
+        rows.iter().map(sign_in_from_row).collect::<Result<_, _>>().map_err(QueryError::from)
+    }
+
+    /// Sets the flag of sign-ins that were pending; a sign-in no longer pending is left as it
+    /// is, so each event gets its flag exactly once. Returns how many were updated.
+    pub async fn resolve_flag_checks(&self, resolved: &[(Uuid, Uuid, Option<Uuid>)]) -> Result<u64, QueryError> {
+        if resolved.is_empty() {
+            return Ok(0);
+        }
+        let tenants: Vec<Uuid> = resolved.iter().map(|(tenant, _, _)| *tenant).collect();
+        let ids: Vec<Uuid> = resolved.iter().map(|(_, id, _)| *id).collect();
+        let sessions: Vec<Option<Uuid>> = resolved.iter().map(|(_, _, session)| *session).collect();
+        let client = self.pool.get().await?;
+        let updated = client
+            .execute(
+                "UPDATE query.sign_ins s
+                 SET flagged_for_review = v.session_id IS NOT NULL, flag_session_id = v.session_id,
+                     flag_check_pending = false
+                 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS v(tenant_id, id, session_id)
+                 WHERE s.tenant_id = v.tenant_id AND s.id = v.id AND s.flag_check_pending",
+                &[&tenants, &ids, &sessions],
+            )
+            .await?;
+        Ok(updated)
+    }
+}
+
+fn scope_conditions(scope: ReadScope, params: &mut Vec<SqlValue>) -> Vec<String> {
+    params.push(SqlValue::Uuid(scope.tenant_id()));
+    let mut conditions = vec![format!("tenant_id = ${}", params.len())];
+    match scope {
+        ReadScope::Tenant(_) => {}
+        ReadScope::FlaggedOnly(_) => conditions.push("flagged_for_review".into()),
+        ReadScope::OwnUser { user_id, .. } => {
+            params.push(SqlValue::Uuid(user_id));
+            conditions.push(format!("user_id = ${}", params.len()));
+        }
+    }
+    conditions
+}
+
+fn as_params(params: &[SqlValue]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|param| param as &(dyn ToSql + Sync)).collect()
+}
+
+/// A batch of sign-ins turned column-wise, one vector per column of [`COLUMNS`].
+struct Columns {
+    uuids: [Vec<Uuid>; 3],
+    created_at: Vec<DateTime<Utc>>,
+    texts: Vec<Vec<Option<String>>>,
+    bools: Vec<Vec<Option<bool>>>,
+    error_code: Vec<i32>,
+    flagged: Vec<bool>,
+    session: Vec<Option<Uuid>>,
+    pending: Vec<bool>,
+}
+
+/// Text columns in [`COLUMNS`] order, read from a sign-in.
+const TEXT_FIELDS: [fn(&SignIn) -> &Option<String>; 25] = [
+    |s| &s.user_principal_name,
+    |s| &s.user_display_name,
+    |s| &s.user_type,
+    |s| &s.app_id,
+    |s| &s.app_display_name,
+    |s| &s.resource_id,
+    |s| &s.resource_display_name,
+    |s| &s.ip_address,
+    |s| &s.user_agent,
+    |s| &s.client_app_used,
+    |s| &s.correlation_id,
+    |s| &s.conditional_access_status,
+    |s| &s.failure_reason,
+    |s| &s.additional_details,
+    |s| &s.device_id,
+    |s| &s.browser_id,
+    |s| &s.device_display_name,
+    |s| &s.operating_system,
+    |s| &s.browser,
+    |s| &s.trust_type,
+    |s| &s.city,
+    |s| &s.state,
+    |s| &s.country_or_region,
+    |s| &s.risk_level_during_sign_in,
+    |s| &s.risk_state,
+];
+
+impl From<&[SignIn]> for Columns {
+    fn from(sign_ins: &[SignIn]) -> Self {
+        let mut columns = Columns {
+            uuids: [Vec::new(), Vec::new(), Vec::new()],
+            created_at: Vec::with_capacity(sign_ins.len()),
+            texts: vec![Vec::with_capacity(sign_ins.len()); TEXT_FIELDS.len()],
+            bools: vec![Vec::with_capacity(sign_ins.len()); 3],
+            error_code: Vec::with_capacity(sign_ins.len()),
+            flagged: Vec::with_capacity(sign_ins.len()),
+            session: Vec::with_capacity(sign_ins.len()),
+            pending: Vec::with_capacity(sign_ins.len()),
+        };
+        for sign_in in sign_ins {
+            columns.uuids[0].push(sign_in.tenant_id);
+            columns.uuids[1].push(sign_in.id);
+            columns.uuids[2].push(sign_in.user_id);
+            columns.created_at.push(sign_in.created_at);
+            for (column, field) in columns.texts.iter_mut().zip(TEXT_FIELDS) {
+                column.push(field(sign_in).clone());
+            }
+            columns.bools[0].push(sign_in.is_interactive);
+            columns.bools[1].push(sign_in.is_compliant);
+            columns.bools[2].push(sign_in.is_managed);
+            columns.error_code.push(sign_in.error_code);
+            let (flagged, session, pending) = match sign_in.flag {
+                FlagCheck::NotFlagged => (false, None, false),
+                FlagCheck::Flagged(session) => (true, Some(session), false),
+                FlagCheck::Pending => (false, None, true),
+            };
+            columns.flagged.push(flagged);
+            columns.session.push(session);
+            columns.pending.push(pending);
+        }
+        columns
+    }
+}
+
+impl Columns {
+    /// The parameters in [`COLUMNS`] order.
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let text = |index: usize| &self.texts[index] as &(dyn ToSql + Sync);
+        vec![
+            &self.uuids[0],
+            &self.uuids[1],
+            &self.created_at,
+            &self.uuids[2],
+            text(0),  // user_principal_name
+            text(1),  // user_display_name
+            text(2),  // user_type
+            text(3),  // app_id
+            text(4),  // app_display_name
+            text(5),  // resource_id
+            text(6),  // resource_display_name
+            text(7),  // ip_address
+            text(8),  // user_agent
+            text(9),  // client_app_used
+            text(10), // correlation_id
+            &self.bools[0],
+            text(11), // conditional_access_status
+            &self.error_code,
+            text(12), // failure_reason
+            text(13), // additional_details
+            text(14), // device_id
+            text(15), // browser_id
+            text(16), // device_display_name
+            text(17), // operating_system
+            text(18), // browser
+            &self.bools[1],
+            &self.bools[2],
+            text(19), // trust_type
+            text(20), // city
+            text(21), // state
+            text(22), // country_or_region
+            text(23), // risk_level_during_sign_in
+            text(24), // risk_state
+            &self.flagged,
+            &self.session,
+            &self.pending,
+        ]
+    }
+}
+
+impl Store {
+    /// Deletes sign-ins created before `cutoff`, a few thousand per statement so no statement
+    /// holds locks for long; returns how many.
+    pub async fn delete_older_than(&self, cutoff: DateTime<Utc>) -> Result<u64, QueryError> {
+        let client = self.pool.get().await?;
+        let mut total = 0;
+        loop {
+            let deleted = client
+                .execute(
+                    "DELETE FROM query.sign_ins WHERE (tenant_id, id) IN (
+                         SELECT tenant_id, id FROM query.sign_ins WHERE created_at < $1 LIMIT 5000
+                     )",
+                    &[&cutoff],
+                )
+                .await?;
+            total += deleted;
+            if deleted < 5000 {
+                return Ok(total);
+            }
+        }
+    }
+}
