@@ -182,7 +182,10 @@ pub struct TokenVerifier {
 
 impl fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenVerifier").field("issuer", &self.issuer).field("audience", &self.audience).finish()
+        f.debug_struct("TokenVerifier")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
     }
 }
 
@@ -204,18 +207,20 @@ impl TokenVerifier {
 
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|error| {
-            match error.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |error| match error.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 ErrorKind::InvalidSignature => AuthError::BadSignature,
                 ErrorKind::InvalidAudience => AuthError::WrongAudience(self.audience.clone()),
                 ErrorKind::InvalidIssuer => AuthError::WrongIssuer(self.issuer.clone()),
-                ErrorKind::MissingRequiredClaim(claim) => AuthError::Invalid(format!("missing claim '{claim}'")),
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    AuthError::Invalid(format!("missing claim '{claim}'"))
+                }
                 ErrorKind::InvalidAlgorithm => AuthError::Invalid("algorithm not accepted".into()),
                 _ => AuthError::Invalid("not a valid JWT".into()),
-            }
-        })?;
+            },
+        )?;
         let claims = data.claims;
         let tenant_id = match claims.tid.as_deref() {
             None | Some("") => None,
@@ -224,7 +229,11 @@ impl TokenVerifier {
         Ok(Principal {
             subject: claims.sub,
             tenant_id,
-            roles: claims.roles.iter().filter_map(|role| Role::from_claim(role)).collect(),
+            roles: claims
+                .roles
+                .iter()
+                .filter_map(|role| Role::from_claim(role))
+                .collect(),
         })
     }
 }
@@ -240,7 +249,9 @@ pub struct TokenMinter {
 
 impl fmt::Debug for TokenMinter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenMinter").field("issuer", &self.issuer).finish()
+        f.debug_struct("TokenMinter")
+            .field("issuer", &self.issuer)
+            .finish()
     }
 }
 
@@ -253,12 +264,29 @@ impl TokenMinter {
         }
     }
 
-    pub fn mint(&self, subject: &str, tenant_id: Option<Uuid>, roles: &[Role], ttl: Duration) -> Result<String, AuthError> {
-        self.mint_claims(subject, tenant_id.map(|tenant| tenant.to_string()), roles.iter().map(|role| role.claim().to_owned()).collect(), ttl)
+    pub fn mint(
+        &self,
+        subject: &str,
+        tenant_id: Option<Uuid>,
+        roles: &[Role],
+        ttl: Duration,
+    ) -> Result<String, AuthError> {
+        self.mint_claims(
+            subject,
+            tenant_id.map(|tenant| tenant.to_string()),
+            roles.iter().map(|role| role.claim().to_owned()).collect(),
+            ttl,
+        )
     }
 
     /// Signs arbitrary role strings, for tests and tools that need tokens the system would not issue.
-    pub fn mint_claims(&self, subject: &str, tid: Option<String>, roles: Vec<String>, ttl: Duration) -> Result<String, AuthError> {
+    pub fn mint_claims(
+        &self,
+        subject: &str,
+        tid: Option<String>,
+        roles: Vec<String>,
+        ttl: Duration,
+    ) -> Result<String, AuthError> {
         let now = Utc::now().timestamp();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -288,20 +316,31 @@ pub struct ServiceCredential {
 
 impl ServiceCredential {
     pub fn new(minter: TokenMinter, subject: &str, roles: Vec<Role>, ttl: Duration) -> Self {
-        Self { minter, subject: subject.to_owned(), roles, ttl, cached: Arc::new(Mutex::new(None)) }
+        Self {
+            minter,
+            subject: subject.to_owned(),
+            roles,
+            ttl,
+            cached: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// The current token, re-minted once less than a third of its lifetime remains.
     pub fn bearer(&self) -> Result<String, AuthError> {
         let now = Utc::now().timestamp();
         let renew_margin = i64::try_from(self.ttl.as_secs() / 3).unwrap_or(0);
-        let mut cached = self.cached.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cached = self
+            .cached
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((token, expires)) = cached.as_ref() {
             if *expires - now > renew_margin {
                 return Ok(format!("Bearer {token}"));
             }
         }
-        let token = self.minter.mint(&self.subject, None, &self.roles, self.ttl)?;
+        let token = self
+            .minter
+            .mint(&self.subject, None, &self.roles, self.ttl)?;
         let expires = now + i64::try_from(self.ttl.as_secs()).unwrap_or(0);
         *cached = Some((token.clone(), expires));
         Ok(format!("Bearer {token}"))
@@ -325,7 +364,9 @@ impl AccessRule {
         match self {
             AccessRule::AnySignedIn => true,
             AccessRule::AnyOf(roles) => principal.has_any(roles),
-            AccessRule::AnyOfOrPlainUser(roles) => principal.has_any(roles) || principal.is_plain_user(),
+            AccessRule::AnyOfOrPlainUser(roles) => {
+                principal.has_any(roles) || principal.is_plain_user()
+            }
         }
     }
 }
@@ -349,26 +390,39 @@ pub struct AuthLayer {
 
 impl fmt::Debug for AuthLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthLayer").field("rules", &self.table.len()).finish()
+        f.debug_struct("AuthLayer")
+            .field("rules", &self.table.len())
+            .finish()
     }
 }
 
 impl AuthLayer {
     pub fn new(verifier: TokenVerifier, table: AccessTable) -> Self {
-        Self { verifier: Arc::new(verifier), table: Arc::new(table.iter().copied().collect()) }
+        Self {
+            verifier: Arc::new(verifier),
+            table: Arc::new(table.iter().copied().collect()),
+        }
     }
 
     /// Decides a request from its path and `authorization` value: the principal to hand to
     /// the handler, `None` for public paths, or the status to answer with.
-    pub fn authorize(&self, path: &str, authorization: Option<&str>) -> Result<Option<Principal>, tonic::Status> {
+    pub fn authorize(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> Result<Option<Principal>, tonic::Status> {
         if is_public_path(path) {
             return Ok(None);
         }
         // Deny by default: a method missing from the table is never served unauthenticated.
         let Some(rule) = self.table.get(path) else {
-            return Err(tonic::Status::unimplemented(format!("unknown method {path}")));
+            return Err(tonic::Status::unimplemented(format!(
+                "unknown method {path}"
+            )));
         };
-        let header = authorization.ok_or(AuthError::Missing).map_err(unauthenticated)?;
+        let header = authorization
+            .ok_or(AuthError::Missing)
+            .map_err(unauthenticated)?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
@@ -379,12 +433,16 @@ impl AuthLayer {
         let principal = self.verifier.verify(token).map_err(unauthenticated)?;
         if !rule.allows(&principal) {
             let needed = match rule {
-                AccessRule::AnyOf(roles) | AccessRule::AnyOfOrPlainUser(roles) => {
-                    roles.iter().map(|role| role.claim()).collect::<Vec<_>>().join(", ")
-                }
+                AccessRule::AnyOf(roles) | AccessRule::AnyOfOrPlainUser(roles) => roles
+                    .iter()
+                    .map(|role| role.claim())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 AccessRule::AnySignedIn => String::new(),
             };
-            return Err(tonic::Status::permission_denied(format!("missing role: this method needs one of {needed}")));
+            return Err(tonic::Status::permission_denied(format!(
+                "missing role: this method needs one of {needed}"
+            )));
         }
         Ok(Some(principal))
     }
@@ -398,7 +456,10 @@ impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { layer: self.clone(), inner }
+        AuthService {
+            layer: self.clone(),
+            inner,
+        }
     }
 }
 
@@ -413,8 +474,10 @@ type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send
 
 impl<S> tower::Service<http::Request<tonic::body::Body>> for AuthService<S>
 where
-    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>
-        + Clone
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+        > + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
@@ -476,8 +539,17 @@ mod tests {
     #[test]
     fn a_minted_token_verifies_with_its_roles_and_tenant() {
         let tenant = Uuid::new_v4();
-        let token = minter().mint("admin", Some(tenant), &[Role::GlobalReader], Duration::from_secs(60)).unwrap();
-        let principal = TokenVerifier::hs256(SECRET, "signins", "signins").verify(&token).unwrap();
+        let token = minter()
+            .mint(
+                "admin",
+                Some(tenant),
+                &[Role::GlobalReader],
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        let principal = TokenVerifier::hs256(SECRET, "signins", "signins")
+            .verify(&token)
+            .unwrap();
         assert_eq!(principal.tenant_id, Some(tenant));
         assert!(principal.has(Role::GlobalReader));
         assert!(!principal.has(Role::HelpdeskAdministrator));
@@ -485,16 +557,30 @@ mod tests {
 
     #[test]
     fn wrong_secret_audience_and_issuer_are_told_apart() {
-        let token = minter().mint("x", None, &[], Duration::from_secs(60)).unwrap();
-        assert_eq!(TokenVerifier::hs256("other", "signins", "signins").verify(&token), Err(AuthError::BadSignature));
-        assert!(matches!(TokenVerifier::hs256(SECRET, "signins", "elsewhere").verify(&token), Err(AuthError::WrongAudience(_))));
-        assert!(matches!(TokenVerifier::hs256(SECRET, "other", "signins").verify(&token), Err(AuthError::WrongIssuer(_))));
+        let token = minter()
+            .mint("x", None, &[], Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(
+            TokenVerifier::hs256("other", "signins", "signins").verify(&token),
+            Err(AuthError::BadSignature)
+        );
+        assert!(matches!(
+            TokenVerifier::hs256(SECRET, "signins", "elsewhere").verify(&token),
+            Err(AuthError::WrongAudience(_))
+        ));
+        assert!(matches!(
+            TokenVerifier::hs256(SECRET, "other", "signins").verify(&token),
+            Err(AuthError::WrongIssuer(_))
+        ));
     }
 
     #[test]
     fn unknown_methods_are_denied_and_public_ones_pass() {
         let layer = AuthLayer::new(TokenVerifier::hs256(SECRET, "signins", "signins"), &[]);
-        assert!(matches!(layer.authorize("/grpc.health.v1.Health/Check", None), Ok(None)));
+        assert!(matches!(
+            layer.authorize("/grpc.health.v1.Health/Check", None),
+            Ok(None)
+        ));
         let refused = layer.authorize("/x.Y/Z", None).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unimplemented);
     }
@@ -524,20 +610,32 @@ pub struct AuthArgs {
 impl AuthArgs {
     /// Development settings with a given secret (tests, tools).
     pub fn with_secret(secret: &str) -> Self {
-        Self { jwt_secret: Some(secret.to_owned()), jwt_issuer: "signins".into(), jwt_audience: "signins".into() }
+        Self {
+            jwt_secret: Some(secret.to_owned()),
+            jwt_issuer: "signins".into(),
+            jwt_audience: "signins".into(),
+        }
     }
 
     /// The verifier, or the one sentence an operator needs when no key material was given.
     pub fn verifier(&self) -> Result<TokenVerifier, String> {
         match self.jwt_secret.as_deref() {
-            Some(secret) if !secret.is_empty() => Ok(TokenVerifier::hs256(secret, &self.jwt_issuer, &self.jwt_audience)),
+            Some(secret) if !secret.is_empty() => Ok(TokenVerifier::hs256(
+                secret,
+                &self.jwt_issuer,
+                &self.jwt_audience,
+            )),
             _ => Err("no token key material: set --jwt-secret or AUTH_JWT_SECRET".into()),
         }
     }
 
     pub fn minter(&self) -> Result<TokenMinter, String> {
         match self.jwt_secret.as_deref() {
-            Some(secret) if !secret.is_empty() => Ok(TokenMinter::hs256(secret, &self.jwt_issuer, &self.jwt_audience)),
+            Some(secret) if !secret.is_empty() => Ok(TokenMinter::hs256(
+                secret,
+                &self.jwt_issuer,
+                &self.jwt_audience,
+            )),
             _ => Err("no token key material: set --jwt-secret or AUTH_JWT_SECRET".into()),
         }
     }

@@ -75,9 +75,14 @@ pub fn is_connection_error(error: &tokio_postgres::Error) -> bool {
 /// Builds a pool; connections are made lazily, so a service can start while the database is
 /// still coming up (health reports NOT_SERVING until it answers). `statement_timeout` caps
 /// every statement on the pool's connections, so no query runs unbounded.
-pub fn pool(database_url: &str, max_size: usize, statement_timeout: Option<Duration>) -> Result<Pool, DbError> {
-    let mut config: tokio_postgres::Config =
-        database_url.parse().map_err(|error: tokio_postgres::Error| DbError::InvalidUrl(error.to_string()))?;
+pub fn pool(
+    database_url: &str,
+    max_size: usize,
+    statement_timeout: Option<Duration>,
+) -> Result<Pool, DbError> {
+    let mut config: tokio_postgres::Config = database_url
+        .parse()
+        .map_err(|error: tokio_postgres::Error| DbError::InvalidUrl(error.to_string()))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
@@ -91,7 +96,9 @@ pub fn pool(database_url: &str, max_size: usize, statement_timeout: Option<Durat
     let manager = Manager::from_config(
         config,
         NoTls,
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
     );
     Pool::builder(manager)
         .max_size(max_size)
@@ -104,7 +111,11 @@ pub fn pool(database_url: &str, max_size: usize, statement_timeout: Option<Durat
 
 /// Applies the migrations that `schema`'s history does not yet hold, in version order, each in
 /// its own transaction together with its history row.
-pub async fn migrate(pool: &Pool, schema: &str, migrations: &[Migration]) -> Result<Vec<i32>, DbError> {
+pub async fn migrate(
+    pool: &Pool,
+    schema: &str,
+    migrations: &[Migration],
+) -> Result<Vec<i32>, DbError> {
     let mut client = pool.get().await?;
     let lock_key = advisory_key(schema);
     let mut applied = Vec::new();
@@ -112,7 +123,9 @@ pub async fn migrate(pool: &Pool, schema: &str, migrations: &[Migration]) -> Res
         let transaction = client.transaction().await?;
         // Serialises concurrent start-ups of replicas (and of a second service sharing the
         // database, which uses another key) for the duration of this transaction.
-        transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key]).await?;
+        transaction
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key])
+            .await?;
         // Identifiers cannot be parameters; `schema` comes from the service's code, never input.
         transaction
             .batch_execute(&format!(
@@ -142,7 +155,12 @@ pub async fn migrate(pool: &Pool, schema: &str, migrations: &[Migration]) -> Res
             )
             .await?;
         transaction.commit().await?;
-        tracing::info!(schema, version = migration.version, name = migration.name, "applied migration");
+        tracing::info!(
+            schema,
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
         applied.push(migration.version);
     }
     Ok(applied)

@@ -34,7 +34,9 @@ pub struct ServeOptions {
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        Self { grace_period: Duration::from_secs(10) }
+        Self {
+            grace_period: Duration::from_secs(10),
+        }
     }
 }
 
@@ -82,7 +84,10 @@ where
     let grace_period = options.grace_period;
     let signal = async move {
         shutdown.await;
-        tracing::info!(service = S::NAME, "stop requested: draining in-flight calls");
+        tracing::info!(
+            service = S::NAME,
+            "stop requested: draining in-flight calls"
+        );
         probe.abort();
         // Load balancers watching health stop sending new calls before the listener closes.
         set_status(&drain_reporter, S::NAME, ServingStatus::NotServing).await;
@@ -123,7 +128,11 @@ async fn follow_database(reporter: HealthReporter, pool: Pool, service: &'static
     loop {
         let up = crate::db::ping(&pool).await;
         if last != Some(up) {
-            let status = if up { ServingStatus::Serving } else { ServingStatus::NotServing };
+            let status = if up {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
             if up {
                 tracing::info!(service, "database reachable: serving");
             } else {

@@ -21,11 +21,26 @@ const SESSION_LISTERS: &[Role] = &[
 
 /// Who may call each RPC of `signins.flag.v1.FlagService` (docs/security.md shows the same).
 pub const ACCESS: AccessTable = &[
-    ("/signins.flag.v1.FlagService/EnableFlagging", AccessRule::AnyOf(&[Role::FlaggingWrite])),
-    ("/signins.flag.v1.FlagService/DisableFlagging", AccessRule::AnyOf(&[Role::FlaggingWrite])),
-    ("/signins.flag.v1.FlagService/GetFlagStatus", AccessRule::AnyOf(&[Role::FlaggingWrite])),
-    ("/signins.flag.v1.FlagService/CheckFlags", AccessRule::AnyOf(&[Role::FlaggingCheck])),
-    ("/signins.flag.v1.FlagService/ListFlagSessions", AccessRule::AnyOf(SESSION_LISTERS)),
+    (
+        "/signins.flag.v1.FlagService/EnableFlagging",
+        AccessRule::AnyOf(&[Role::FlaggingWrite]),
+    ),
+    (
+        "/signins.flag.v1.FlagService/DisableFlagging",
+        AccessRule::AnyOf(&[Role::FlaggingWrite]),
+    ),
+    (
+        "/signins.flag.v1.FlagService/GetFlagStatus",
+        AccessRule::AnyOf(&[Role::FlaggingWrite]),
+    ),
+    (
+        "/signins.flag.v1.FlagService/CheckFlags",
+        AccessRule::AnyOf(&[Role::FlaggingCheck]),
+    ),
+    (
+        "/signins.flag.v1.FlagService/ListFlagSessions",
+        AccessRule::AnyOf(SESSION_LISTERS),
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -66,7 +81,9 @@ impl pb::flag_service_server::FlagService for FlagApi {
         let key = convert::flag_key("", &request.tenant_id, &request.user_id, request.client)?;
         let session = self.flagging.disable(&caller, key).await?;
         let now = self.flagging.now();
-        Ok(Response::new(pb::DisableFlaggingResponse { session: session.map(|session| convert::session(session, now)) }))
+        Ok(Response::new(pb::DisableFlaggingResponse {
+            session: session.map(|session| convert::session(session, now)),
+        }))
     }
 
     async fn get_flag_status(
@@ -81,7 +98,9 @@ impl pb::flag_service_server::FlagService for FlagApi {
         Ok(Response::new(pb::GetFlagStatusResponse {
             flagged: Some(status.session.is_some()),
             session: status.session.map(|session| convert::session(session, now)),
-            remaining: status.remaining.and_then(|remaining| prost_types::Duration::try_from(remaining).ok()),
+            remaining: status
+                .remaining
+                .and_then(|remaining| prost_types::Duration::try_from(remaining).ok()),
         }))
     }
 
@@ -111,7 +130,10 @@ impl pb::flag_service_server::FlagService for FlagApi {
         let (sessions, next) = self.flagging.list(&caller, query).await?;
         let now = self.flagging.now();
         Ok(Response::new(pb::ListFlagSessionsResponse {
-            sessions: sessions.into_iter().map(|session| convert::session(session, now)).collect(),
+            sessions: sessions
+                .into_iter()
+                .map(|session| convert::session(session, now))
+                .collect(),
             next_page_token: next.map(convert::encode_page_token),
         }))
     }

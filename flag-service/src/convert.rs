@@ -2,8 +2,8 @@
 //! field by its JSON path; responses are built here from domain types.
 
 use crate::domain::{
-    FlagCheck, FlagKey, FlagSession, FlagSessionState, MAX_CHECKS_PER_CALL, MAX_CLIENT_ID_CHARS, MAX_TEXT_CHARS,
-    SessionQuery, Trigger,
+    FlagCheck, FlagKey, FlagSession, FlagSessionState, MAX_CHECKS_PER_CALL, MAX_CLIENT_ID_CHARS,
+    MAX_TEXT_CHARS, SessionQuery, Trigger,
 };
 use crate::error::FlagError;
 use base64::Engine;
@@ -23,7 +23,10 @@ pub fn guid(field: &str, value: &str) -> Result<Uuid, FlagError> {
 
 fn bounded(field: &str, value: &str, max: usize) -> Result<(), FlagError> {
     if value.chars().count() > max {
-        return Err(FlagError::invalid(field, format!("at most {max} characters")));
+        return Err(FlagError::invalid(
+            field,
+            format!("at most {max} characters"),
+        ));
     }
     Ok(())
 }
@@ -33,35 +36,68 @@ fn optional_text(field: &str, value: String) -> Result<Option<String>, FlagError
     Ok((!value.is_empty()).then_some(value))
 }
 
-pub fn timestamp(field: &str, value: Option<prost_types::Timestamp>) -> Result<DateTime<Utc>, FlagError> {
+pub fn timestamp(
+    field: &str,
+    value: Option<prost_types::Timestamp>,
+) -> Result<DateTime<Utc>, FlagError> {
     let value = value.ok_or_else(|| FlagError::invalid(field, "required"))?;
-    let nanos = u32::try_from(value.nanos).map_err(|_| FlagError::invalid(field, "nanos out of range"))?;
+    let nanos =
+        u32::try_from(value.nanos).map_err(|_| FlagError::invalid(field, "nanos out of range"))?;
     DateTime::from_timestamp(value.seconds, nanos)
         .map(signins_common::clock::truncate_to_micros)
         .ok_or_else(|| FlagError::invalid(field, "out of range"))
 }
 
 pub fn to_timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: time.timestamp(), nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0) }
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
 }
 
 /// Builds a flag key from the fields every keyed request carries; `prefix` is the JSON path
 /// of the request or item (empty at the top level).
-pub fn flag_key(prefix: &str, tenant_id: &str, user_id: &str, client: Option<pb::Client>) -> Result<FlagKey, FlagError> {
-    let field = |name: &str| if prefix.is_empty() { name.to_owned() } else { format!("{prefix}.{name}") };
+pub fn flag_key(
+    prefix: &str,
+    tenant_id: &str,
+    user_id: &str,
+    client: Option<pb::Client>,
+) -> Result<FlagKey, FlagError> {
+    let field = |name: &str| {
+        if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}.{name}")
+        }
+    };
     let tenant_id = guid(&field("tenantId"), tenant_id)?;
     let user_id = guid(&field("userId"), user_id)?;
     let client = client.ok_or_else(|| FlagError::invalid(field("client.browserId"), "required"))?;
     if client.browser_id.trim().is_empty() {
         return Err(FlagError::invalid(field("client.browserId"), "required"));
     }
-    bounded(&field("client.browserId"), &client.browser_id, MAX_CLIENT_ID_CHARS)?;
-    bounded(&field("client.deviceId"), &client.device_id, MAX_CLIENT_ID_CHARS)?;
-    Ok(FlagKey { tenant_id, user_id, device_id: client.device_id, browser_id: client.browser_id })
+    bounded(
+        &field("client.browserId"),
+        &client.browser_id,
+        MAX_CLIENT_ID_CHARS,
+    )?;
+    bounded(
+        &field("client.deviceId"),
+        &client.device_id,
+        MAX_CLIENT_ID_CHARS,
+    )?;
+    Ok(FlagKey {
+        tenant_id,
+        user_id,
+        device_id: client.device_id,
+        browser_id: client.browser_id,
+    })
 }
 
 pub fn trigger(value: Option<pb::Trigger>) -> Result<Trigger, FlagError> {
-    let Some(value) = value else { return Ok(Trigger::default()) };
+    let Some(value) = value else {
+        return Ok(Trigger::default());
+    };
     Ok(Trigger {
         error_code: Some(value.error_code),
         request_id: optional_text("trigger.requestId", value.request_id)?,
@@ -69,7 +105,10 @@ pub fn trigger(value: Option<pb::Trigger>) -> Result<Trigger, FlagError> {
         app_id: optional_text("trigger.appId", value.app_id)?,
         app_display_name: optional_text("trigger.appDisplayName", value.app_display_name)?,
         ip_address: optional_text("trigger.ipAddress", value.ip_address)?,
-        occurred_at: value.occurred_date_time.map(|time| timestamp("trigger.occurredDateTime", Some(time))).transpose()?,
+        occurred_at: value
+            .occurred_date_time
+            .map(|time| timestamp("trigger.occurredDateTime", Some(time)))
+            .transpose()?,
     })
 }
 
@@ -81,7 +120,10 @@ pub fn checks(request: pb::CheckFlagsRequest) -> Result<Vec<FlagCheck>, FlagErro
     if request.checks.len() > MAX_CHECKS_PER_CALL {
         return Err(FlagError::invalid(
             "checks",
-            format!("at most {MAX_CHECKS_PER_CALL} checks per call, got {}", request.checks.len()),
+            format!(
+                "at most {MAX_CHECKS_PER_CALL} checks per call, got {}",
+                request.checks.len()
+            ),
         ));
     }
     request
@@ -97,33 +139,59 @@ pub fn checks(request: pb::CheckFlagsRequest) -> Result<Vec<FlagCheck>, FlagErro
         .collect()
 }
 
-pub fn session_query(request: pb::ListFlagSessionsRequest, caller_tenant: Option<Uuid>) -> Result<SessionQuery, FlagError> {
+pub fn session_query(
+    request: pb::ListFlagSessionsRequest,
+    caller_tenant: Option<Uuid>,
+) -> Result<SessionQuery, FlagError> {
     let tenant_id = if request.tenant_id.is_empty() {
         caller_tenant.ok_or_else(|| FlagError::invalid("tenantId", "required"))?
     } else {
         guid("tenantId", &request.tenant_id)?
     };
-    let user_id = if request.user_id.is_empty() { None } else { Some(guid("userId", &request.user_id)?) };
+    let user_id = if request.user_id.is_empty() {
+        None
+    } else {
+        Some(guid("userId", &request.user_id)?)
+    };
     let page_size = match request.page_size {
         0 => DEFAULT_PAGE_SIZE,
         size if size < 0 => return Err(FlagError::invalid("pageSize", "must not be negative")),
         size => u32::try_from(size).unwrap_or(u32::MAX),
     };
     if page_size > MAX_PAGE_SIZE {
-        return Err(FlagError::invalid("pageSize", format!("at most {MAX_PAGE_SIZE}")));
+        return Err(FlagError::invalid(
+            "pageSize",
+            format!("at most {MAX_PAGE_SIZE}"),
+        ));
     }
-    let after = if request.page_token.is_empty() { None } else { Some(decode_page_token(&request.page_token)?) };
-    Ok(SessionQuery { tenant_id, user_id, active_only: request.active_only, page_size, after })
+    let after = if request.page_token.is_empty() {
+        None
+    } else {
+        Some(decode_page_token(&request.page_token)?)
+    };
+    Ok(SessionQuery {
+        tenant_id,
+        user_id,
+        active_only: request.active_only,
+        page_size,
+        after,
+    })
 }
 
 /// The page token is the position of the last session returned: its enable time and id.
 pub fn encode_page_token((time, id): (DateTime<Utc>, Uuid)) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}:{}", time.timestamp_micros(), id))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+        "{}:{}",
+        time.timestamp_micros(),
+        id
+    ))
 }
 
 fn decode_page_token(token: &str) -> Result<(DateTime<Utc>, Uuid), FlagError> {
     let invalid = || FlagError::invalid("pageToken", "not a token this service issued");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
     let micros: i64 = micros.parse().map_err(|_| invalid())?;
@@ -143,7 +211,10 @@ pub fn session(session: FlagSession, now: DateTime<Utc>) -> pb::FlagSession {
         id: session.id.to_string(),
         tenant_id: session.key.tenant_id.to_string(),
         user_id: session.key.user_id.to_string(),
-        client: Some(pb::Client { device_id: session.key.device_id, browser_id: session.key.browser_id }),
+        client: Some(pb::Client {
+            device_id: session.key.device_id,
+            browser_id: session.key.browser_id,
+        }),
         user_principal_name: session.user_principal_name.unwrap_or_default(),
         trigger: has_trigger.then(|| pb::Trigger {
             error_code: trigger.error_code.unwrap_or_default(),
@@ -173,25 +244,54 @@ mod tests {
         assert_eq!(error.to_string(), "checks[2].tenantId: must be a GUID");
         let tenant = Uuid::new_v4().to_string();
         let user = Uuid::new_v4().to_string();
-        let error = flag_key("", &tenant, &user, Some(pb::Client { device_id: String::new(), browser_id: String::new() }))
-            .unwrap_err();
+        let error = flag_key(
+            "",
+            &tenant,
+            &user,
+            Some(pb::Client {
+                device_id: String::new(),
+                browser_id: String::new(),
+            }),
+        )
+        .unwrap_err();
         assert_eq!(error.to_string(), "client.browserId: required");
         let long = "x".repeat(257);
-        let error =
-            flag_key("", &tenant, &user, Some(pb::Client { device_id: long, browser_id: "b".into() })).unwrap_err();
+        let error = flag_key(
+            "",
+            &tenant,
+            &user,
+            Some(pb::Client {
+                device_id: long,
+                browser_id: "b".into(),
+            }),
+        )
+        .unwrap_err();
         assert_eq!(error.to_string(), "client.deviceId: at most 256 characters");
     }
 
     #[test]
     fn page_tokens_round_trip_and_garbage_is_refused() {
-        let position = (signins_common::clock::truncate_to_micros(Utc::now()), Uuid::new_v4());
-        assert_eq!(decode_page_token(&encode_page_token(position)).unwrap(), position);
+        let position = (
+            signins_common::clock::truncate_to_micros(Utc::now()),
+            Uuid::new_v4(),
+        );
+        assert_eq!(
+            decode_page_token(&encode_page_token(position)).unwrap(),
+            position
+        );
         assert!(decode_page_token("garbage!").is_err());
     }
 
     #[test]
     fn more_than_ten_thousand_checks_are_refused() {
-        let request = pb::CheckFlagsRequest { checks: vec![pb::FlagCheck::default(); 10_001] };
-        assert!(checks(request).unwrap_err().to_string().starts_with("checks: at most 10000"));
+        let request = pb::CheckFlagsRequest {
+            checks: vec![pb::FlagCheck::default(); 10_001],
+        };
+        assert!(
+            checks(request)
+                .unwrap_err()
+                .to_string()
+                .starts_with("checks: at most 10000")
+        );
     }
 }

@@ -72,7 +72,9 @@ impl FlagSession {
     /// The state as seen at `now`, so no background job is needed to expire a session.
     pub fn state_at(&self, now: DateTime<Utc>) -> FlagSessionState {
         match self.disabled_at {
-            Some(disabled) if disabled < self.expires_at && disabled <= now => FlagSessionState::Disabled,
+            Some(disabled) if disabled < self.expires_at && disabled <= now => {
+                FlagSessionState::Disabled
+            }
             _ if now >= self.expires_at => FlagSessionState::Expired,
             _ => FlagSessionState::Active,
         }
@@ -106,7 +108,12 @@ mod tests {
         let enabled = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
         FlagSession {
             id: Uuid::nil(),
-            key: FlagKey { tenant_id: Uuid::nil(), user_id: Uuid::nil(), device_id: String::new(), browser_id: "b".into() },
+            key: FlagKey {
+                tenant_id: Uuid::nil(),
+                user_id: Uuid::nil(),
+                device_id: String::new(),
+                browser_id: "b".into(),
+            },
             user_principal_name: None,
             trigger: Trigger::default(),
             enabled_at: enabled,
@@ -130,8 +137,17 @@ mod tests {
     fn disabling_ends_the_window_early_and_the_state_follows_the_clock() {
         let s = session(Some(5));
         assert!(!s.in_force_at(s.enabled_at + chrono::Duration::minutes(6)));
-        assert_eq!(s.state_at(s.enabled_at + chrono::Duration::minutes(1)), FlagSessionState::Active);
-        assert_eq!(s.state_at(s.enabled_at + chrono::Duration::minutes(5)), FlagSessionState::Disabled);
-        assert_eq!(session(None).state_at(s.expires_at), FlagSessionState::Expired);
+        assert_eq!(
+            s.state_at(s.enabled_at + chrono::Duration::minutes(1)),
+            FlagSessionState::Active
+        );
+        assert_eq!(
+            s.state_at(s.enabled_at + chrono::Duration::minutes(5)),
+            FlagSessionState::Disabled
+        );
+        assert_eq!(
+            session(None).state_at(s.expires_at),
+            FlagSessionState::Expired
+        );
     }
 }

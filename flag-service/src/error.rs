@@ -14,8 +14,14 @@ pub enum FlagError {
     #[error("{0}")]
     PermissionDenied(String),
     /// The user started too many new flag sessions in the last hour.
-    #[error("too many flag sessions enabled for this user: at most {limit} per hour; retry after {retry_at}")]
-    RateLimited { limit: u32, retry_at: DateTime<Utc>, retry_after_seconds: i64 },
+    #[error(
+        "too many flag sessions enabled for this user: at most {limit} per hour; retry after {retry_at}"
+    )]
+    RateLimited {
+        limit: u32,
+        retry_at: DateTime<Utc>,
+        retry_after_seconds: i64,
+    },
     /// The database cannot be reached.
     #[error("database unavailable")]
     Unavailable(#[source] DbError),
@@ -26,13 +32,20 @@ pub enum FlagError {
 
 impl FlagError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        FlagError::InvalidArgument { field: field.into(), reason: reason.into() }
+        FlagError::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
 impl From<DbError> for FlagError {
     fn from(error: DbError) -> Self {
-        if error.is_unavailable() { FlagError::Unavailable(error) } else { FlagError::Internal(error) }
+        if error.is_unavailable() {
+            FlagError::Unavailable(error)
+        } else {
+            FlagError::Internal(error)
+        }
     }
 }
 
@@ -52,9 +65,16 @@ impl From<FlagError> for Status {
     fn from(error: FlagError) -> Self {
         // Exhaustive on purpose: a new variant must choose its code here.
         match &error {
-            FlagError::InvalidArgument { .. } => Status::new(Code::InvalidArgument, error.to_string()),
-            FlagError::PermissionDenied(_) => Status::new(Code::PermissionDenied, error.to_string()),
-            FlagError::RateLimited { retry_after_seconds, .. } => {
+            FlagError::InvalidArgument { .. } => {
+                Status::new(Code::InvalidArgument, error.to_string())
+            }
+            FlagError::PermissionDenied(_) => {
+                Status::new(Code::PermissionDenied, error.to_string())
+            }
+            FlagError::RateLimited {
+                retry_after_seconds,
+                ..
+            } => {
                 let mut status = Status::new(Code::ResourceExhausted, error.to_string());
                 if let Ok(value) = retry_after_seconds.to_string().parse() {
                     status.metadata_mut().insert("retry-after", value);

@@ -41,7 +41,11 @@ pub struct FlagStatus {
 
 impl Flagging {
     pub fn new(store: Store, clock: Arc<dyn Clock>, settings: FlaggingSettings) -> Self {
-        Self { store, clock, settings }
+        Self {
+            store,
+            clock,
+            settings,
+        }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -70,12 +74,22 @@ impl Flagging {
             enabled_by: caller.audit_name(),
             disabled_by: None,
         };
-        match self.store.enable(&candidate, self.settings.max_enables_per_hour).await? {
+        match self
+            .store
+            .enable(&candidate, self.settings.max_enables_per_hour)
+            .await?
+        {
             EnableOutcome::Created(session) => {
                 tracing::info!(session = %session.id, tenant = %session.key.tenant_id, user = %session.key.user_id, "flag session enabled");
-                Ok(Enabled { session, created: true })
+                Ok(Enabled {
+                    session,
+                    created: true,
+                })
             }
-            EnableOutcome::AlreadyActive(session) => Ok(Enabled { session, created: false }),
+            EnableOutcome::AlreadyActive(session) => Ok(Enabled {
+                session,
+                created: false,
+            }),
             EnableOutcome::OverLimit(recent) => {
                 let limit = self.settings.max_enables_per_hour;
                 // The call succeeds once enough of the last hour's sessions leave the window.
@@ -83,14 +97,25 @@ impl Flagging {
                 let leaving = recent.get(excess).copied().unwrap_or(now);
                 let retry_at = leaving + chrono::Duration::hours(1);
                 let retry_after_seconds = (retry_at - now).num_seconds().max(1);
-                Err(FlagError::RateLimited { limit, retry_at, retry_after_seconds })
+                Err(FlagError::RateLimited {
+                    limit,
+                    retry_at,
+                    retry_after_seconds,
+                })
             }
         }
     }
 
-    pub async fn disable(&self, caller: &Principal, key: FlagKey) -> Result<Option<FlagSession>, FlagError> {
+    pub async fn disable(
+        &self,
+        caller: &Principal,
+        key: FlagKey,
+    ) -> Result<Option<FlagSession>, FlagError> {
         ensure_tenant(caller, key.tenant_id)?;
-        let session = self.store.disable(&key, self.clock.now(), &caller.audit_name()).await?;
+        let session = self
+            .store
+            .disable(&key, self.clock.now(), &caller.audit_name())
+            .await?;
         Ok(session)
     }
 
@@ -98,7 +123,9 @@ impl Flagging {
         ensure_tenant(caller, key.tenant_id)?;
         let now = self.clock.now();
         let session = self.store.in_force(&key, now).await?;
-        let remaining = session.as_ref().and_then(|session| (session.ends_at() - now).to_std().ok());
+        let remaining = session
+            .as_ref()
+            .and_then(|session| (session.ends_at() - now).to_std().ok());
         Ok(FlagStatus { session, remaining })
     }
 
@@ -114,10 +141,14 @@ impl Flagging {
         query: SessionQuery,
     ) -> Result<(Vec<FlagSession>, Option<(DateTime<Utc>, Uuid)>), FlagError> {
         let Some(own_tenant) = caller.tenant_id else {
-            return Err(FlagError::PermissionDenied("listing flag sessions needs a token of the tenant ('tid')".into()));
+            return Err(FlagError::PermissionDenied(
+                "listing flag sessions needs a token of the tenant ('tid')".into(),
+            ));
         };
         if own_tenant != query.tenant_id {
-            return Err(FlagError::PermissionDenied("tenantId: not the caller's tenant".into()));
+            return Err(FlagError::PermissionDenied(
+                "tenantId: not the caller's tenant".into(),
+            ));
         }
         let mut sessions = self.store.list(&query, self.clock.now()).await?;
         let next = if sessions.len() > query.page_size as usize {
@@ -132,7 +163,9 @@ impl Flagging {
     /// Deletes sessions that ended more than `retention` ago, in small batches so no statement
     /// holds locks for long.
     pub async fn apply_retention(&self, retention: Duration) -> Result<u64, FlagError> {
-        let Ok(retention) = chrono::Duration::from_std(retention) else { return Ok(0) };
+        let Ok(retention) = chrono::Duration::from_std(retention) else {
+            return Ok(0);
+        };
         let cutoff = self.clock.now() - retention;
         let mut total = 0;
         loop {
@@ -150,7 +183,9 @@ impl Flagging {
 /// (no `tid`) acts for users of any tenant.
 fn ensure_tenant(caller: &Principal, tenant_id: Uuid) -> Result<(), FlagError> {
     match caller.tenant_id {
-        Some(own) if own != tenant_id => Err(FlagError::PermissionDenied("tenantId: not the caller's tenant".into())),
+        Some(own) if own != tenant_id => Err(FlagError::PermissionDenied(
+            "tenantId: not the caller's tenant".into(),
+        )),
         _ => Ok(()),
     }
 }

@@ -15,7 +15,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match application.run_until_stopped(signins_common::serve::shutdown_signal()).await {
+    match application
+        .run_until_stopped(signins_common::serve::shutdown_signal())
+        .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("flag-service: {error}");

@@ -26,7 +26,10 @@ pub enum StartupError {
     #[error("{0}")]
     Config(String),
     #[error("cannot listen on {address}: {source}")]
-    Bind { address: String, source: std::io::Error },
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("database: {0}")]
     Database(#[from] signins_common::db::DbError),
     #[error(transparent)]
@@ -44,7 +47,9 @@ pub struct Application {
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application").field("local_addr", &self.local_addr).finish()
+        f.debug_struct("Application")
+            .field("local_addr", &self.local_addr)
+            .finish()
     }
 }
 
@@ -54,21 +59,45 @@ impl Application {
     }
 
     /// As [`Application::build`], with a clock of the caller's (tests move time by hand).
-    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+    pub async fn build_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
         let verifier = config.auth.verifier().map_err(StartupError::Config)?;
-        let pool = signins_common::db::pool(&config.database_url, config.database_pool_size, Some(STATEMENT_TIMEOUT))?;
+        let pool = signins_common::db::pool(
+            &config.database_url,
+            config.database_pool_size,
+            Some(STATEMENT_TIMEOUT),
+        )?;
         signins_common::db::migrate(&pool, SCHEMA, MIGRATIONS).await?;
-        let listener = TcpListener::bind(&config.listen)
-            .await
-            .map_err(|source| StartupError::Bind { address: config.listen.clone(), source })?;
-        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind { address: config.listen.clone(), source })?;
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    address: config.listen.clone(),
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            address: config.listen.clone(),
+            source,
+        })?;
         let store = Store::new(pool);
         let flagging = Flagging::new(
             store.clone(),
             clock,
-            FlaggingSettings { flag_ttl: config.flag_ttl, max_enables_per_hour: config.max_enables_per_hour },
+            FlaggingSettings {
+                flag_ttl: config.flag_ttl,
+                max_enables_per_hour: config.max_enables_per_hour,
+            },
         );
-        Ok(Self { listener, local_addr, auth: AuthLayer::new(verifier, ACCESS), config, flagging, store })
+        Ok(Self {
+            listener,
+            local_addr,
+            auth: AuthLayer::new(verifier, ACCESS),
+            config,
+            flagging,
+            store,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -87,7 +116,9 @@ impl Application {
             service,
             self.auth,
             self.store.pool().clone(),
-            ServeOptions { grace_period: self.config.shutdown_grace },
+            ServeOptions {
+                grace_period: self.config.shutdown_grace,
+            },
             shutdown,
         )
         .await;

@@ -77,7 +77,11 @@ impl Store {
     }
 
     /// The session of `key` in force at `at`, if any.
-    pub async fn in_force(&self, key: &FlagKey, at: DateTime<Utc>) -> Result<Option<FlagSession>, FlagError> {
+    pub async fn in_force(
+        &self,
+        key: &FlagKey,
+        at: DateTime<Utc>,
+    ) -> Result<Option<FlagSession>, FlagError> {
         let client = self.pool.get().await?;
         in_force(&client, key, at).await
     }
@@ -92,8 +96,16 @@ impl Store {
         let now = session.enabled_at;
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
-        let lock = format!("flag-enable:{}:{}", session.key.tenant_id, session.key.user_id);
-        transaction.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock]).await?;
+        let lock = format!(
+            "flag-enable:{}:{}",
+            session.key.tenant_id, session.key.user_id
+        );
+        transaction
+            .execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                &[&lock],
+            )
+            .await?;
         if let Some(active) = in_force(&transaction, &session.key, now).await? {
             transaction.commit().await?;
             return Ok(EnableOutcome::AlreadyActive(active));
@@ -185,7 +197,14 @@ impl Store {
                     "UPDATE flag.flag_sessions SET disabled_at = $5, disabled_by = $6
                      WHERE {KEY_IN_FORCE_AT_5} RETURNING {COLUMNS}"
                 ),
-                &[&key.tenant_id, &key.user_id, &key.device_id, &key.browser_id, &now, &disabled_by],
+                &[
+                    &key.tenant_id,
+                    &key.user_id,
+                    &key.device_id,
+                    &key.browser_id,
+                    &now,
+                    &disabled_by,
+                ],
             )
             .await?;
         if let Some(row) = ended {
@@ -199,10 +218,18 @@ impl Store {
                        AND enabled_at <= $5
                      ORDER BY enabled_at DESC LIMIT 1"
                 ),
-                &[&key.tenant_id, &key.user_id, &key.device_id, &key.browser_id, &now],
+                &[
+                    &key.tenant_id,
+                    &key.user_id,
+                    &key.device_id,
+                    &key.browser_id,
+                    &now,
+                ],
             )
             .await?;
-        last.map(|row| session_from_row(&row)).transpose().map_err(FlagError::from)
+        last.map(|row| session_from_row(&row))
+            .transpose()
+            .map_err(FlagError::from)
     }
 
     /// For each check, the id of the session in force at its time: one statement for the batch.
@@ -239,7 +266,9 @@ impl Store {
                  ORDER BY c.ord",
             )
             .await?;
-        let rows = client.query(&statement, &[&tenants, &users, &devices, &browsers, &times]).await?;
+        let rows = client
+            .query(&statement, &[&tenants, &users, &devices, &browsers, &times])
+            .await?;
         let mut results = vec![None; checks.len()];
         for row in rows {
             let ordinal: i64 = row.try_get(0)?;
@@ -253,7 +282,11 @@ impl Store {
 
     /// A page of a tenant's sessions, newest first, one more than asked so the caller knows
     /// whether another page follows.
-    pub async fn list(&self, query: &SessionQuery, now: DateTime<Utc>) -> Result<Vec<FlagSession>, FlagError> {
+    pub async fn list(
+        &self,
+        query: &SessionQuery,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FlagSession>, FlagError> {
         let client = self.pool.get().await?;
         let (after_time, after_id) = match query.after {
             Some((time, id)) => (Some(time), Some(id)),
@@ -274,11 +307,18 @@ impl Store {
                 &[&query.tenant_id, &query.user_id, &query.active_only, &now, &after_time, &after_id, &limit],
             )
             .await?;
-        rows.iter().map(session_from_row).collect::<Result<_, _>>().map_err(FlagError::from)
+        rows.iter()
+            .map(session_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(FlagError::from)
     }
 
     /// Deletes up to `batch` sessions that ended before `cutoff`; returns how many.
-    pub async fn delete_ended_before(&self, cutoff: DateTime<Utc>, batch: i64) -> Result<u64, FlagError> {
+    pub async fn delete_ended_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64, FlagError> {
         let client = self.pool.get().await?;
         let deleted = client
             .execute(
@@ -292,12 +332,18 @@ impl Store {
     }
 }
 
-async fn in_force<C: GenericClient>(client: &C, key: &FlagKey, at: DateTime<Utc>) -> Result<Option<FlagSession>, FlagError> {
+async fn in_force<C: GenericClient>(
+    client: &C,
+    key: &FlagKey,
+    at: DateTime<Utc>,
+) -> Result<Option<FlagSession>, FlagError> {
     let row = client
         .query_opt(
             &format!("SELECT {COLUMNS} FROM flag.flag_sessions WHERE {KEY_IN_FORCE_AT_5} ORDER BY enabled_at DESC LIMIT 1"),
             &[&key.tenant_id, &key.user_id, &key.device_id, &key.browser_id, &at],
         )
         .await?;
-    row.map(|row| session_from_row(&row)).transpose().map_err(FlagError::from)
+    row.map(|row| session_from_row(&row))
+        .transpose()
+        .map_err(FlagError::from)
 }

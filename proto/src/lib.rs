@@ -5,7 +5,8 @@
 #![allow(unreachable_pub, clippy::all)]
 
 /// The encoded descriptor set of every contract, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor_set.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/descriptor_set.bin"));
 
 pub mod flag {
     pub mod v1 {

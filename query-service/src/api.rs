@@ -25,11 +25,26 @@ const LOG_READERS: &[Role] = &[
 
 /// Who may call each RPC of `signins.query.v1.SignInService` (docs/security.md shows the same).
 pub const ACCESS: AccessTable = &[
-    ("/signins.query.v1.SignInService/RecordSignIns", AccessRule::AnyOf(&[Role::SignInLogsWrite])),
-    ("/signins.query.v1.SignInService/StreamSignIns", AccessRule::AnyOf(&[Role::SignInLogsWrite])),
-    ("/signins.query.v1.SignInService/ListSignIns", AccessRule::AnyOfOrPlainUser(LOG_READERS)),
-    ("/signins.query.v1.SignInService/GetSignIn", AccessRule::AnyOfOrPlainUser(LOG_READERS)),
-    ("/signins.query.v1.SignInService/WatchSignIns", AccessRule::AnyOfOrPlainUser(LOG_READERS)),
+    (
+        "/signins.query.v1.SignInService/RecordSignIns",
+        AccessRule::AnyOf(&[Role::SignInLogsWrite]),
+    ),
+    (
+        "/signins.query.v1.SignInService/StreamSignIns",
+        AccessRule::AnyOf(&[Role::SignInLogsWrite]),
+    ),
+    (
+        "/signins.query.v1.SignInService/ListSignIns",
+        AccessRule::AnyOfOrPlainUser(LOG_READERS),
+    ),
+    (
+        "/signins.query.v1.SignInService/GetSignIn",
+        AccessRule::AnyOfOrPlainUser(LOG_READERS),
+    ),
+    (
+        "/signins.query.v1.SignInService/WatchSignIns",
+        AccessRule::AnyOfOrPlainUser(LOG_READERS),
+    ),
 ];
 
 /// Events of a stream are committed in chunks of this many.
@@ -45,7 +60,11 @@ impl SignInApi {
         Self { log }
     }
 
-    fn validate(&self, first_index: usize, events: Vec<pb::SignIn>) -> Result<Vec<crate::domain::sign_in::SignIn>, QueryError> {
+    fn validate(
+        &self,
+        first_index: usize,
+        events: Vec<pb::SignIn>,
+    ) -> Result<Vec<crate::domain::sign_in::SignIn>, QueryError> {
         let now = self.log.now();
         let skew = self.log.max_clock_skew();
         events
@@ -57,10 +76,14 @@ impl SignInApi {
 }
 
 fn counts(recorded: Recorded) -> pb::RecordSignInsResponse {
-    pb::RecordSignInsResponse { recorded: recorded.recorded, duplicates: recorded.duplicates }
+    pb::RecordSignInsResponse {
+        recorded: recorded.recorded,
+        duplicates: recorded.duplicates,
+    }
 }
 
-type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<pb::WatchSignInsResponse, Status>> + Send>>;
+type WatchStream =
+    Pin<Box<dyn futures::Stream<Item = Result<pb::WatchSignInsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::sign_in_service_server::SignInService for SignInApi {
@@ -71,7 +94,11 @@ impl pb::sign_in_service_server::SignInService for SignInApi {
         let caller = principal(&request)?.clone();
         let events = request.into_inner().sign_ins;
         if events.len() > MAX_BATCH {
-            return Err(QueryError::invalid("signIns", format!("at most {MAX_BATCH} events per call, got {}", events.len())).into());
+            return Err(QueryError::invalid(
+                "signIns",
+                format!("at most {MAX_BATCH} events per call, got {}", events.len()),
+            )
+            .into());
         }
         // The whole batch is validated before anything is stored: one bad event rejects it all.
         let sign_ins = self.validate(0, events)?;
@@ -110,14 +137,26 @@ impl pb::sign_in_service_server::SignInService for SignInApi {
     ) -> Result<Response<pb::ListSignInsResponse>, Status> {
         let caller = principal(&request)?.clone();
         let request = request.into_inner();
-        let page = self.log.list(&caller, &request.filter, request.top, &request.order_by, &request.page_token).await?;
+        let page = self
+            .log
+            .list(
+                &caller,
+                &request.filter,
+                request.top,
+                &request.order_by,
+                &request.page_token,
+            )
+            .await?;
         Ok(Response::new(pb::ListSignInsResponse {
             sign_ins: page.sign_ins.into_iter().map(convert::to_wire).collect(),
             next_page_token: page.next_page_token,
         }))
     }
 
-    async fn get_sign_in(&self, request: Request<pb::GetSignInRequest>) -> Result<Response<pb::SignIn>, Status> {
+    async fn get_sign_in(
+        &self,
+        request: Request<pb::GetSignInRequest>,
+    ) -> Result<Response<pb::SignIn>, Status> {
         let caller = principal(&request)?.clone();
         let id = convert::guid("id", &request.into_inner().id)?;
         let sign_in = self.log.get(&caller, id).await?;

@@ -18,7 +18,11 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
     /// flag-service, asked whether each sign-in was flagged at its own time.
-    #[arg(long, env = "FLAG_SERVICE_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "FLAG_SERVICE_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub flag_service_url: String,
     /// How far in the future a sign-in's createdDateTime may be.
     #[arg(long, env = "MAX_CLOCK_SKEW", default_value = "5m", value_parser = parse_duration)]

@@ -3,8 +3,8 @@
 //! here from stored ones.
 
 use crate::domain::sign_in::{
-    CONDITIONAL_ACCESS_STATUSES, FlagCheck, MAX_TEXT_CHARS, MAX_USER_AGENT_CHARS, RISK_LEVELS, RISK_STATES, SignIn,
-    USER_TYPES,
+    CONDITIONAL_ACCESS_STATUSES, FlagCheck, MAX_TEXT_CHARS, MAX_USER_AGENT_CHARS, RISK_LEVELS,
+    RISK_STATES, SignIn, USER_TYPES,
 };
 use crate::error::QueryError;
 use chrono::{DateTime, Utc};
@@ -23,18 +23,25 @@ pub fn sign_in(
 ) -> Result<SignIn, QueryError> {
     let field = |name: &str| format!("signIns[{index}].{name}");
     let text = |name: &str, value: Option<String>| bounded(&field(name), value, MAX_TEXT_CHARS);
-    let one_of = |name: &str, value: Option<String>, allowed: &[&str]| -> Result<Option<String>, QueryError> {
+    let one_of = |name: &str,
+                  value: Option<String>,
+                  allowed: &[&str]|
+     -> Result<Option<String>, QueryError> {
         match value.filter(|value| !value.is_empty()) {
-            Some(value) if !allowed.contains(&value.as_str()) => {
-                Err(QueryError::invalid(field(name), format!("must be one of {}", allowed.join(", "))))
-            }
+            Some(value) if !allowed.contains(&value.as_str()) => Err(QueryError::invalid(
+                field(name),
+                format!("must be one of {}", allowed.join(", ")),
+            )),
             value => Ok(value),
         }
     };
 
     let created_at = {
-        let value = event.created_date_time.ok_or_else(|| QueryError::invalid(field("createdDateTime"), "required"))?;
-        let nanos = u32::try_from(value.nanos).map_err(|_| QueryError::invalid(field("createdDateTime"), "out of range"))?;
+        let value = event
+            .created_date_time
+            .ok_or_else(|| QueryError::invalid(field("createdDateTime"), "required"))?;
+        let nanos = u32::try_from(value.nanos)
+            .map_err(|_| QueryError::invalid(field("createdDateTime"), "out of range"))?;
         let time = DateTime::from_timestamp(value.seconds, nanos)
             .map(signins_common::clock::truncate_to_micros)
             .ok_or_else(|| QueryError::invalid(field("createdDateTime"), "out of range"))?;
@@ -51,7 +58,10 @@ pub fn sign_in(
             if is_well_formed_upn(&upn) {
                 Ok(upn.to_lowercase())
             } else {
-                Err(QueryError::invalid(field("userPrincipalName"), "must look like name@domain"))
+                Err(QueryError::invalid(
+                    field("userPrincipalName"),
+                    "must look like name@domain",
+                ))
             }
         })
         .transpose()?;
@@ -81,8 +91,16 @@ pub fn sign_in(
             CONDITIONAL_ACCESS_STATUSES,
         )?,
         error_code: status.error_code,
-        failure_reason: bounded(&field("status.failureReason"), status.failure_reason, MAX_DETAILS_CHARS)?,
-        additional_details: bounded(&field("status.additionalDetails"), status.additional_details, MAX_DETAILS_CHARS)?,
+        failure_reason: bounded(
+            &field("status.failureReason"),
+            status.failure_reason,
+            MAX_DETAILS_CHARS,
+        )?,
+        additional_details: bounded(
+            &field("status.additionalDetails"),
+            status.additional_details,
+            MAX_DETAILS_CHARS,
+        )?,
         device_id: text("deviceDetail.deviceId", device.device_id)?,
         browser_id: text("deviceDetail.browserId", device.browser_id)?,
         device_display_name: text("deviceDetail.displayName", device.display_name)?,
@@ -94,7 +112,11 @@ pub fn sign_in(
         city: text("location.city", location.city)?,
         state: text("location.state", location.state)?,
         country_or_region: text("location.countryOrRegion", location.country_or_region)?,
-        risk_level_during_sign_in: one_of("riskLevelDuringSignIn", event.risk_level_during_sign_in, RISK_LEVELS)?,
+        risk_level_during_sign_in: one_of(
+            "riskLevelDuringSignIn",
+            event.risk_level_during_sign_in,
+            RISK_LEVELS,
+        )?,
         risk_state: one_of("riskState", event.risk_state, RISK_STATES)?,
         // Whatever the gateway said about flags is ignored: only flag-service decides.
         flag: FlagCheck::NotFlagged,
@@ -111,14 +133,19 @@ pub fn guid(field: &str, value: &str) -> Result<Uuid, QueryError> {
 /// Empty strings count as absent, so OData's `eq null` finds them.
 fn bounded(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, QueryError> {
     match value {
-        Some(value) if value.chars().count() > max => Err(QueryError::invalid(field, format!("at most {max} characters"))),
+        Some(value) if value.chars().count() > max => Err(QueryError::invalid(
+            field,
+            format!("at most {max} characters"),
+        )),
         Some(value) if value.is_empty() => Ok(None),
         value => Ok(value),
     }
 }
 
 fn is_well_formed_upn(upn: &str) -> bool {
-    let Some((name, domain)) = upn.split_once('@') else { return false };
+    let Some((name, domain)) = upn.split_once('@') else {
+        return false;
+    };
     !name.is_empty()
         && !domain.is_empty()
         && !domain.contains('@')
@@ -128,7 +155,10 @@ fn is_well_formed_upn(upn: &str) -> bool {
 }
 
 pub fn to_timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: time.timestamp(), nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0) }
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
 }
 
 /// The wire form of a stored sign-in.
@@ -209,7 +239,10 @@ mod tests {
         event.flagged_for_review = Some(true);
         event.flag_session_id = Some(Uuid::new_v4().to_string());
         let sign_in = check(event).unwrap();
-        assert_eq!(sign_in.user_principal_name.as_deref(), Some("adele.vance@contoso.com"));
+        assert_eq!(
+            sign_in.user_principal_name.as_deref(),
+            Some("adele.vance@contoso.com")
+        );
         assert_eq!(sign_in.flag, FlagCheck::NotFlagged);
     }
 
@@ -217,15 +250,33 @@ mod tests {
     fn errors_name_the_index_and_field() {
         let mut event = valid();
         event.user_id = "nope".into();
-        assert_eq!(check(event).unwrap_err().to_string(), "signIns[3].userId: must be a GUID");
+        assert_eq!(
+            check(event).unwrap_err().to_string(),
+            "signIns[3].userId: must be a GUID"
+        );
         let mut event = valid();
         event.created_date_time = Some(to_timestamp(Utc::now() + chrono::Duration::minutes(10)));
-        assert!(check(event).unwrap_err().to_string().starts_with("signIns[3].createdDateTime"));
+        assert!(
+            check(event)
+                .unwrap_err()
+                .to_string()
+                .starts_with("signIns[3].createdDateTime")
+        );
         let mut event = valid();
         event.user_type = Some("admin".into());
-        assert!(check(event).unwrap_err().to_string().starts_with("signIns[3].userType: must be one of"));
+        assert!(
+            check(event)
+                .unwrap_err()
+                .to_string()
+                .starts_with("signIns[3].userType: must be one of")
+        );
         let mut event = valid();
         event.user_principal_name = Some("no-at-sign".into());
-        assert!(check(event).unwrap_err().to_string().starts_with("signIns[3].userPrincipalName"));
+        assert!(
+            check(event)
+                .unwrap_err()
+                .to_string()
+                .starts_with("signIns[3].userPrincipalName")
+        );
     }
 }

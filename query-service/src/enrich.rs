@@ -44,7 +44,13 @@ mod tests {
             ..SignIn::default()
         };
         describe(&mut sign_in);
-        assert!(sign_in.failure_reason.as_deref().unwrap_or_default().contains("invalid username or password"));
+        assert!(
+            sign_in
+                .failure_reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains("invalid username or password")
+        );
         assert_eq!(sign_in.browser.as_deref(), Some("Edge 131"));
         assert_eq!(sign_in.operating_system.as_deref(), Some("Windows 10"));
     }

@@ -34,7 +34,10 @@ pub enum QueryError {
 
 impl QueryError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        QueryError::InvalidArgument { field: field.into(), reason: reason.into() }
+        QueryError::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -45,7 +48,11 @@ impl From<DbError> for QueryError {
                 return QueryError::QueryTimeout;
             }
         }
-        if error.is_unavailable() { QueryError::Unavailable(error) } else { QueryError::Internal(error) }
+        if error.is_unavailable() {
+            QueryError::Unavailable(error)
+        } else {
+            QueryError::Internal(error)
+        }
     }
 }
 
@@ -68,7 +75,9 @@ impl From<QueryError> for Status {
             QueryError::InvalidArgument { .. } | QueryError::InvalidFilter(_) => {
                 Status::new(Code::InvalidArgument, error.to_string())
             }
-            QueryError::PermissionDenied(_) => Status::new(Code::PermissionDenied, error.to_string()),
+            QueryError::PermissionDenied(_) => {
+                Status::new(Code::PermissionDenied, error.to_string())
+            }
             QueryError::NotFound(_) => Status::new(Code::NotFound, error.to_string()),
             QueryError::QueryTimeout => Status::new(Code::DeadlineExceeded, error.to_string()),
             QueryError::Unimplemented(_) => Status::new(Code::Unimplemented, error.to_string()),

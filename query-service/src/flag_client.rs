@@ -31,13 +31,21 @@ pub struct FlagChecker {
 
 impl FlagChecker {
     /// Connects lazily: query-service starts, and records sign-ins, while flag-service is down.
-    pub fn new(url: &str, credential: ServiceCredential, deadline: Duration) -> Result<Self, FlagCheckError> {
+    pub fn new(
+        url: &str,
+        credential: ServiceCredential,
+        deadline: Duration,
+    ) -> Result<Self, FlagCheckError> {
         let endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|error| FlagCheckError::InvalidUrl(error.to_string()))?
             .connect_timeout(deadline)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30));
-        Ok(Self { client: FlagServiceClient::new(endpoint.connect_lazy()), credential, deadline })
+        Ok(Self {
+            client: FlagServiceClient::new(endpoint.connect_lazy()),
+            credential,
+            deadline,
+        })
     }
 
     /// The flag of each sign-in at its own `createdDateTime`, in order. Sign-ins without a
@@ -51,10 +59,14 @@ impl FlagChecker {
                 checks.push(pb::FlagCheck {
                     tenant_id: sign_in.tenant_id.to_string(),
                     user_id: sign_in.user_id.to_string(),
-                    client: Some(pb::Client { device_id: device_id.to_owned(), browser_id: browser_id.to_owned() }),
+                    client: Some(pb::Client {
+                        device_id: device_id.to_owned(),
+                        browser_id: browser_id.to_owned(),
+                    }),
                     at: Some(prost_types::Timestamp {
                         seconds: sign_in.created_at.timestamp(),
-                        nanos: i32::try_from(sign_in.created_at.timestamp_subsec_nanos()).unwrap_or(0),
+                        nanos: i32::try_from(sign_in.created_at.timestamp_subsec_nanos())
+                            .unwrap_or(0),
                     }),
                 });
             }
@@ -66,17 +78,31 @@ impl FlagChecker {
         let sent = checks.len();
         let mut request = tonic::Request::new(pb::CheckFlagsRequest { checks });
         request.set_timeout(self.deadline);
-        let bearer = self.credential.bearer().map_err(|error| FlagCheckError::Credential(error.to_string()))?;
-        let value = bearer.parse().map_err(|_| FlagCheckError::Credential("token is not a valid header".into()))?;
+        let bearer = self
+            .credential
+            .bearer()
+            .map_err(|error| FlagCheckError::Credential(error.to_string()))?;
+        let value = bearer
+            .parse()
+            .map_err(|_| FlagCheckError::Credential("token is not a valid header".into()))?;
         request.metadata_mut().insert("authorization", value);
         let mut client = self.client.clone();
         let response = tokio::time::timeout(self.deadline, client.check_flags(request))
             .await
-            .map_err(|_| FlagCheckError::Call { code: tonic::Code::DeadlineExceeded, message: "deadline passed".into() })?
-            .map_err(|status| FlagCheckError::Call { code: status.code(), message: status.message().to_owned() })?
+            .map_err(|_| FlagCheckError::Call {
+                code: tonic::Code::DeadlineExceeded,
+                message: "deadline passed".into(),
+            })?
+            .map_err(|status| FlagCheckError::Call {
+                code: status.code(),
+                message: status.message().to_owned(),
+            })?
             .into_inner();
         if response.results.len() != sent {
-            return Err(FlagCheckError::Mismatch { sent, got: response.results.len() });
+            return Err(FlagCheckError::Mismatch {
+                sent,
+                got: response.results.len(),
+            });
         }
         for (index, result) in asked.into_iter().zip(response.results) {
             if result.flagged {

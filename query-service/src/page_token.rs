@@ -26,7 +26,9 @@ impl std::fmt::Debug for PageTokenKey {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a page token of this query (tokens are bound to the filter, order and caller that got them)")]
+#[error(
+    "not a page token of this query (tokens are bound to the filter, order and caller that got them)"
+)]
 pub struct InvalidPageToken;
 
 impl PageTokenKey {
@@ -49,15 +51,23 @@ impl PageTokenKey {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    pub fn open(&self, binding: &str, token: &str) -> Result<(DateTime<Utc>, Uuid), InvalidPageToken> {
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| InvalidPageToken)?;
+    pub fn open(
+        &self,
+        binding: &str,
+        token: &str,
+    ) -> Result<(DateTime<Utc>, Uuid), InvalidPageToken> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| InvalidPageToken)?;
         if bytes.len() != POSITION_BYTES + MAC_BYTES || bytes[0] != VERSION {
             return Err(InvalidPageToken);
         }
         let (position, mac) = bytes.split_at(POSITION_BYTES);
         let mut verifier = self.hmac(binding);
         verifier.update(position);
-        verifier.verify_truncated_left(mac).map_err(|_| InvalidPageToken)?;
+        verifier
+            .verify_truncated_left(mac)
+            .map_err(|_| InvalidPageToken)?;
         let micros = i64::from_be_bytes(position[1..9].try_into().map_err(|_| InvalidPageToken)?);
         let id = Uuid::from_slice(&position[9..25]).map_err(|_| InvalidPageToken)?;
         let time = DateTime::from_timestamp_micros(micros).ok_or(InvalidPageToken)?;
@@ -65,8 +75,13 @@ impl PageTokenKey {
     }
 
     fn hmac(&self, binding: &str) -> HmacSha256 {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-        mac.update(&u64::try_from(binding.len()).unwrap_or(u64::MAX).to_be_bytes());
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(
+            &u64::try_from(binding.len())
+                .unwrap_or(u64::MAX)
+                .to_be_bytes(),
+        );
         mac.update(binding.as_bytes());
         mac
     }
@@ -85,14 +100,29 @@ mod tests {
     #[test]
     fn a_token_opens_only_for_its_own_query_and_unaltered() {
         let key = PageTokenKey::derive(b"secret");
-        let position = (signins_common::clock::truncate_to_micros(Utc::now()), Uuid::new_v4());
+        let position = (
+            signins_common::clock::truncate_to_micros(Utc::now()),
+            Uuid::new_v4(),
+        );
         let token = key.issue("tenant-a|flaggedForReview eq true", position);
-        assert_eq!(key.open("tenant-a|flaggedForReview eq true", &token), Ok(position));
-        assert_eq!(key.open("tenant-b|flaggedForReview eq true", &token), Err(InvalidPageToken));
-        assert_eq!(PageTokenKey::derive(b"other").open("tenant-a|flaggedForReview eq true", &token), Err(InvalidPageToken));
+        assert_eq!(
+            key.open("tenant-a|flaggedForReview eq true", &token),
+            Ok(position)
+        );
+        assert_eq!(
+            key.open("tenant-b|flaggedForReview eq true", &token),
+            Err(InvalidPageToken)
+        );
+        assert_eq!(
+            PageTokenKey::derive(b"other").open("tenant-a|flaggedForReview eq true", &token),
+            Err(InvalidPageToken)
+        );
         let mut tampered = token.into_bytes();
         tampered[3] = if tampered[3] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).unwrap();
-        assert_eq!(key.open("tenant-a|flaggedForReview eq true", &tampered), Err(InvalidPageToken));
+        assert_eq!(
+            key.open("tenant-a|flaggedForReview eq true", &tampered),
+            Err(InvalidPageToken)
+        );
     }
 }

@@ -65,7 +65,13 @@ impl SignInLog {
         page_tokens: PageTokenKey,
         settings: SignInLogSettings,
     ) -> Self {
-        Self { store, flags, clock, page_tokens, settings }
+        Self {
+            store,
+            flags,
+            clock,
+            page_tokens,
+            settings,
+        }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -77,7 +83,12 @@ impl SignInLog {
     }
 
     /// Enriches and stores a validated batch; acknowledged means committed.
-    pub async fn record(&self, caller: &Principal, mut sign_ins: Vec<SignIn>, first_index: usize) -> Result<Recorded, QueryError> {
+    pub async fn record(
+        &self,
+        caller: &Principal,
+        mut sign_ins: Vec<SignIn>,
+        first_index: usize,
+    ) -> Result<Recorded, QueryError> {
         if let Some(own) = caller.tenant_id {
             if let Some(offset) = sign_ins.iter().position(|sign_in| sign_in.tenant_id != own) {
                 return Err(QueryError::PermissionDenied(format!(
@@ -103,7 +114,10 @@ impl SignInLog {
         sign_ins.sort_by_key(|sign_in| sign_in.tenant_id);
         let total = i64::try_from(sign_ins.len()).unwrap_or(i64::MAX);
         let recorded = i64::try_from(self.store.insert(&sign_ins).await?).unwrap_or(i64::MAX);
-        Ok(Recorded { recorded, duplicates: total - recorded })
+        Ok(Recorded {
+            recorded,
+            duplicates: total - recorded,
+        })
     }
 
     pub async fn list(
@@ -115,14 +129,24 @@ impl SignInLog {
         page_token: &str,
     ) -> Result<Page, QueryError> {
         let scope = read_scope(caller)?;
-        let filter = filter::parse(filter_text).map_err(|error| QueryError::InvalidFilter(error.to_string()))?;
+        let filter = filter::parse(filter_text)
+            .map_err(|error| QueryError::InvalidFilter(error.to_string()))?;
         let top = match top {
             None => DEFAULT_TOP,
             Some(top) if (1..=MAX_TOP).contains(&top) => top,
-            Some(_) => return Err(QueryError::invalid("top", format!("must be between 1 and {MAX_TOP}"))),
+            Some(_) => {
+                return Err(QueryError::invalid(
+                    "top",
+                    format!("must be between 1 and {MAX_TOP}"),
+                ));
+            }
         };
-        let order = Order::parse(order_by)
-            .ok_or_else(|| QueryError::invalid("orderBy", "must be 'createdDateTime desc' or 'createdDateTime asc'"))?;
+        let order = Order::parse(order_by).ok_or_else(|| {
+            QueryError::invalid(
+                "orderBy",
+                "must be 'createdDateTime desc' or 'createdDateTime asc'",
+            )
+        })?;
         let binding = binding(scope, filter.as_ref(), order);
         let after = if page_token.is_empty() {
             None
@@ -135,29 +159,51 @@ impl SignInLog {
         };
         let mut sign_ins = self
             .store
-            .list(&ListQuery { scope, filter: filter.as_ref(), order, after, limit: i64::from(top) + 1 })
+            .list(&ListQuery {
+                scope,
+                filter: filter.as_ref(),
+                order,
+                after,
+                limit: i64::from(top) + 1,
+            })
             .await?;
         let next_page_token = if sign_ins.len() > top as usize {
             sign_ins.truncate(top as usize);
-            sign_ins.last().map(|last| self.page_tokens.issue(&binding, (last.created_at, last.id)))
+            sign_ins
+                .last()
+                .map(|last| self.page_tokens.issue(&binding, (last.created_at, last.id)))
         } else {
             None
         };
-        Ok(Page { sign_ins, next_page_token })
+        Ok(Page {
+            sign_ins,
+            next_page_token,
+        })
     }
 
     pub async fn get(&self, caller: &Principal, id: Uuid) -> Result<SignIn, QueryError> {
         let scope = read_scope(caller)?;
-        self.store.get(scope, id).await?.ok_or_else(|| QueryError::NotFound(id.to_string()))
+        self.store
+            .get(scope, id)
+            .await?
+            .ok_or_else(|| QueryError::NotFound(id.to_string()))
     }
 
     /// Re-checks the oldest pending events once; returns how many got their flag.
     pub async fn recheck_pending(&self) -> Result<u64, RecheckError> {
-        let pending = self.store.pending_flag_checks(RECHECK_BATCH).await.map_err(RecheckError::Store)?;
+        let pending = self
+            .store
+            .pending_flag_checks(RECHECK_BATCH)
+            .await
+            .map_err(RecheckError::Store)?;
         if pending.is_empty() {
             return Ok(0);
         }
-        let flags = self.flags.check(&pending).await.map_err(|error| RecheckError::FlagService(error.to_string()))?;
+        let flags = self
+            .flags
+            .check(&pending)
+            .await
+            .map_err(|error| RecheckError::FlagService(error.to_string()))?;
         let resolved: Vec<(Uuid, Uuid, Option<Uuid>)> = pending
             .iter()
             .zip(flags)
@@ -167,7 +213,10 @@ impl SignInLog {
                 FlagCheck::Pending => None,
             })
             .collect();
-        self.store.resolve_flag_checks(&resolved).await.map_err(RecheckError::Store)
+        self.store
+            .resolve_flag_checks(&resolved)
+            .await
+            .map_err(RecheckError::Store)
     }
 
     /// Runs [`SignInLog::recheck_pending`] forever, backing off while flag-service is away.
@@ -207,19 +256,25 @@ pub enum RecheckError {
 /// What the caller may read: reader roles the tenant, help desk its flagged sign-ins, a plain
 /// user their own. The tenant always comes from the token, never from the request.
 pub fn read_scope(caller: &Principal) -> Result<ReadScope, QueryError> {
-    let tenant = caller
-        .tenant_id
-        .ok_or_else(|| QueryError::PermissionDenied("reading sign-ins needs a token of the tenant ('tid')".into()))?;
+    let tenant = caller.tenant_id.ok_or_else(|| {
+        QueryError::PermissionDenied("reading sign-ins needs a token of the tenant ('tid')".into())
+    })?;
     if caller.has_any(Role::READERS) {
         Ok(ReadScope::Tenant(tenant))
     } else if caller.has(Role::HelpdeskAdministrator) {
         Ok(ReadScope::FlaggedOnly(tenant))
     } else if caller.is_plain_user() {
-        let user_id = Uuid::parse_str(&caller.subject)
-            .map_err(|_| QueryError::PermissionDenied("a user token's 'sub' must be the user's object id".into()))?;
-        Ok(ReadScope::OwnUser { tenant_id: tenant, user_id })
+        let user_id = Uuid::parse_str(&caller.subject).map_err(|_| {
+            QueryError::PermissionDenied("a user token's 'sub' must be the user's object id".into())
+        })?;
+        Ok(ReadScope::OwnUser {
+            tenant_id: tenant,
+            user_id,
+        })
     } else {
-        Err(QueryError::PermissionDenied("no role that may read sign-ins".into()))
+        Err(QueryError::PermissionDenied(
+            "no role that may read sign-ins".into(),
+        ))
     }
 }
 

@@ -26,7 +26,10 @@ pub enum StartupError {
     #[error("{0}")]
     Config(String),
     #[error("cannot listen on {address}: {source}")]
-    Bind { address: String, source: std::io::Error },
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("database: {0}")]
     Database(#[from] signins_common::db::DbError),
     #[error("flag-service client: {0}")]
@@ -46,7 +49,9 @@ pub struct Application {
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application").field("local_addr", &self.local_addr).finish()
+        f.debug_struct("Application")
+            .field("local_addr", &self.local_addr)
+            .finish()
     }
 }
 
@@ -56,20 +61,41 @@ impl Application {
     }
 
     /// As [`Application::build`], with a clock of the caller's.
-    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+    pub async fn build_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
         let verifier = config.auth.verifier().map_err(StartupError::Config)?;
         let minter = config.auth.minter().map_err(StartupError::Config)?;
         let secret = config.auth.jwt_secret.clone().unwrap_or_default();
-        let pool =
-            signins_common::db::pool(&config.database_url, config.database_pool_size, Some(config.query_timeout))?;
+        let pool = signins_common::db::pool(
+            &config.database_url,
+            config.database_pool_size,
+            Some(config.query_timeout),
+        )?;
         signins_common::db::migrate(&pool, SCHEMA, MIGRATIONS).await?;
-        let listener = TcpListener::bind(&config.listen)
-            .await
-            .map_err(|source| StartupError::Bind { address: config.listen.clone(), source })?;
-        let local_addr =
-            listener.local_addr().map_err(|source| StartupError::Bind { address: config.listen.clone(), source })?;
-        let credential = ServiceCredential::new(minter, "query-service", vec![Role::FlaggingCheck], SERVICE_TOKEN_TTL);
-        let checker = FlagChecker::new(&config.flag_service_url, credential, config.flag_check_timeout)?;
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    address: config.listen.clone(),
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            address: config.listen.clone(),
+            source,
+        })?;
+        let credential = ServiceCredential::new(
+            minter,
+            "query-service",
+            vec![Role::FlaggingCheck],
+            SERVICE_TOKEN_TTL,
+        );
+        let checker = FlagChecker::new(
+            &config.flag_service_url,
+            credential,
+            config.flag_check_timeout,
+        )?;
         let max_clock_skew = chrono::Duration::from_std(config.max_clock_skew)
             .map_err(|_| StartupError::Config("--max-clock-skew is out of range".into()))?;
         let store = Store::new(pool);
@@ -80,7 +106,14 @@ impl Application {
             PageTokenKey::derive(secret.as_bytes()),
             SignInLogSettings { max_clock_skew },
         );
-        Ok(Self { listener, local_addr, auth: AuthLayer::new(verifier, ACCESS), config, log, store })
+        Ok(Self {
+            listener,
+            local_addr,
+            auth: AuthLayer::new(verifier, ACCESS),
+            config,
+            log,
+            store,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -93,14 +126,20 @@ impl Application {
     {
         tracing::info!(address = %self.local_addr, flag_service = %self.config.flag_service_url, "query-service listening");
         let rechecks = tokio::spawn(self.log.clone().run_rechecks());
-        let retention = tokio::spawn(run_retention(self.store.clone(), self.log.clone(), self.config.retention));
+        let retention = tokio::spawn(run_retention(
+            self.store.clone(),
+            self.log.clone(),
+            self.config.retention,
+        ));
         let service = SignInServiceServer::new(SignInApi::new(self.log));
         let result = serve(
             self.listener,
             service,
             self.auth,
             self.store.pool().clone(),
-            ServeOptions { grace_period: self.config.shutdown_grace },
+            ServeOptions {
+                grace_period: self.config.shutdown_grace,
+            },
             shutdown,
         )
         .await;
@@ -112,7 +151,9 @@ impl Application {
 
 async fn run_retention(store: Store, log: SignInLog, retention: Duration) {
     let mut interval = tokio::time::interval(Duration::from_secs(600));
-    let Ok(retention) = chrono::Duration::from_std(retention) else { return };
+    let Ok(retention) = chrono::Duration::from_std(retention) else {
+        return;
+    };
     loop {
         interval.tick().await;
         match store.delete_older_than(log.now() - retention).await {

@@ -61,8 +61,13 @@ const COLUMNS: &[(&str, &str)] = &[
     ("flag_check_pending", "boolean"),
 ];
 
-static COLUMN_LIST: LazyLock<String> =
-    LazyLock::new(|| COLUMNS.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", "));
+static COLUMN_LIST: LazyLock<String> = LazyLock::new(|| {
+    COLUMNS
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+});
 
 /// One multi-row insert for a whole batch: each column travels as one array parameter.
 static INSERT: LazyLock<String> = LazyLock::new(|| {
@@ -182,7 +187,11 @@ impl Store {
         if let Some((time, id)) = query.after {
             params.push(SqlValue::Time(time));
             params.push(SqlValue::Uuid(id));
-            conditions.push(format!("(created_at, id) {comparison} (${}, ${})", params.len() - 1, params.len()));
+            conditions.push(format!(
+                "(created_at, id) {comparison} (${}, ${})",
+                params.len() - 1,
+                params.len()
+            ));
         }
         let sql = format!(
             "SELECT {} FROM query.sign_ins WHERE {} ORDER BY created_at {direction}, id {direction} LIMIT {}",
@@ -192,7 +201,10 @@ impl Store {
         );
         let client = self.pool.get().await?;
         let rows = client.query(&sql, &as_params(&params)).await?;
-        rows.iter().map(sign_in_from_row).collect::<Result<_, _>>().map_err(QueryError::from)
+        rows.iter()
+            .map(sign_in_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(QueryError::from)
     }
 
     pub async fn get(&self, scope: ReadScope, id: Uuid) -> Result<Option<SignIn>, QueryError> {
@@ -200,10 +212,16 @@ impl Store {
         let mut conditions = scope_conditions(scope, &mut params);
         params.push(SqlValue::Uuid(id));
         conditions.push(format!("id = ${}", params.len()));
-        let sql = format!("SELECT {} FROM query.sign_ins WHERE {}", *COLUMN_LIST, conditions.join(" AND "));
+        let sql = format!(
+            "SELECT {} FROM query.sign_ins WHERE {}",
+            *COLUMN_LIST,
+            conditions.join(" AND ")
+        );
         let client = self.pool.get().await?;
         let row = client.query_opt(&sql, &as_params(&params)).await?;
-        row.map(|row| sign_in_from_row(&row)).transpose().map_err(QueryError::from)
+        row.map(|row| sign_in_from_row(&row))
+            .transpose()
+            .map_err(QueryError::from)
     }
 
     /// The oldest sign-ins still waiting for a flag check, across tenants.
@@ -218,12 +236,18 @@ impl Store {
                 &[&limit],
             )
             .await?;
-        rows.iter().map(sign_in_from_row).collect::<Result<_, _>>().map_err(QueryError::from)
+        rows.iter()
+            .map(sign_in_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(QueryError::from)
     }
 
     /// Sets the flag of sign-ins that were pending; a sign-in no longer pending is left as it
     /// is, so each event gets its flag exactly once. Returns how many were updated.
-    pub async fn resolve_flag_checks(&self, resolved: &[(Uuid, Uuid, Option<Uuid>)]) -> Result<u64, QueryError> {
+    pub async fn resolve_flag_checks(
+        &self,
+        resolved: &[(Uuid, Uuid, Option<Uuid>)],
+    ) -> Result<u64, QueryError> {
         if resolved.is_empty() {
             return Ok(0);
         }
@@ -260,7 +284,10 @@ fn scope_conditions(scope: ReadScope, params: &mut Vec<SqlValue>) -> Vec<String>
 }
 
 fn as_params(params: &[SqlValue]) -> Vec<&(dyn ToSql + Sync)> {
-    params.iter().map(|param| param as &(dyn ToSql + Sync)).collect()
+    params
+        .iter()
+        .map(|param| param as &(dyn ToSql + Sync))
+        .collect()
 }
 
 /// A batch of sign-ins turned column-wise, one vector per column of [`COLUMNS`].
@@ -309,8 +336,8 @@ impl From<&[SignIn]> for Columns {
         let mut columns = Columns {
             uuids: [Vec::new(), Vec::new(), Vec::new()],
             created_at: Vec::with_capacity(sign_ins.len()),
-            texts: vec![Vec::with_capacity(sign_ins.len()); TEXT_FIELDS.len()],
-            bools: vec![Vec::with_capacity(sign_ins.len()); 3],
+            texts: (0..TEXT_FIELDS.len()).map(|_| Vec::with_capacity(sign_ins.len())).collect(),
+            bools: (0..3).map(|_| Vec::with_capacity(sign_ins.len())).collect(),
             error_code: Vec::with_capacity(sign_ins.len()),
             flagged: Vec::with_capacity(sign_ins.len()),
             session: Vec::with_capacity(sign_ins.len()),

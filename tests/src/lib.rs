@@ -28,7 +28,8 @@ pub const SECRET: &str = "test-secret-not-for-production";
 
 /// The admin connection used to create and drop test databases.
 pub fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A database that exists for one test and is dropped when this is dropped.
@@ -46,14 +47,19 @@ impl TestDatabase {
             panic!("PostgreSQL is needed for these tests and is not reachable at {admin} ({error}); start it or set TEST_DATABASE_URL")
         });
         tokio::spawn(connection);
-        client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
         let url = replace_database(&admin, &name);
         TestDatabase { name, url }
     }
 
     /// A plain connection to this database, for assertions on what was stored.
     pub async fn connect(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.expect("connect");
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
         tokio::spawn(connection);
         client
     }
@@ -64,11 +70,20 @@ impl Drop for TestDatabase {
         let name = self.name.clone();
         // Drop runs outside async context; a short-lived thread and runtime do the cleanup.
         let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             runtime.block_on(async move {
-                if let Ok((client, connection)) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await {
+                if let Ok((client, connection)) =
+                    tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await
+                {
                     tokio::spawn(connection);
-                    let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
                 }
             });
         })
@@ -104,7 +119,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { flag_ttl: Duration::from_secs(20 * 60), max_enables_per_hour: 10, clock: None, flag_check_timeout: Duration::from_secs(2) }
+        Self {
+            flag_ttl: Duration::from_secs(20 * 60),
+            max_enables_per_hour: 10,
+            clock: None,
+            flag_check_timeout: Duration::from_secs(2),
+        }
     }
 }
 
@@ -140,7 +160,9 @@ impl Drop for Running {
     }
 }
 
-fn spawn_until_stopped<F>(run: impl FnOnce(oneshot::Receiver<()>) -> F) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>)
+fn spawn_until_stopped<F>(
+    run: impl FnOnce(oneshot::Receiver<()>) -> F,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
@@ -158,7 +180,9 @@ pub async fn start_flag_service(database_url: &str, options: &Options, listen: &
         Some(clock) => Arc::new(clock.clone()),
         None => Arc::new(SystemClock),
     };
-    let app = flag_service::Application::build_with_clock(config, clock).await.expect("flag-service starts");
+    let app = flag_service::Application::build_with_clock(config, clock)
+        .await
+        .expect("flag-service starts");
     let addr = app.local_addr();
     let (stop, task) = spawn_until_stopped(|stopped| async move {
         app.run_until_stopped(async move {
@@ -167,10 +191,18 @@ pub async fn start_flag_service(database_url: &str, options: &Options, listen: &
         .await
         .expect("flag-service runs");
     });
-    Running { addr, stop: Some(stop), task: Some(task) }
+    Running {
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+    }
 }
 
-pub async fn start_query_service(database_url: &str, flag_service_url: &str, options: &Options) -> Running {
+pub async fn start_query_service(
+    database_url: &str,
+    flag_service_url: &str,
+    options: &Options,
+) -> Running {
     let mut config = query_service::Config::new(database_url, flag_service_url, SECRET);
     config.flag_check_timeout = options.flag_check_timeout;
     config.shutdown_grace = Duration::from_secs(2);
@@ -178,7 +210,9 @@ pub async fn start_query_service(database_url: &str, flag_service_url: &str, opt
         Some(clock) => Arc::new(clock.clone()),
         None => Arc::new(SystemClock),
     };
-    let app = query_service::Application::build_with_clock(config, clock).await.expect("query-service starts");
+    let app = query_service::Application::build_with_clock(config, clock)
+        .await
+        .expect("query-service starts");
     let addr = app.local_addr();
     let (stop, task) = spawn_until_stopped(|stopped| async move {
         app.run_until_stopped(async move {
@@ -187,7 +221,11 @@ pub async fn start_query_service(database_url: &str, flag_service_url: &str, opt
         .await
         .expect("query-service runs");
     });
-    Running { addr, stop: Some(stop), task: Some(task) }
+    Running {
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+    }
 }
 
 /// Both services on a fresh database.
@@ -209,7 +247,13 @@ impl TestSystem {
         let database = TestDatabase::create().await;
         let flag = start_flag_service(&database.url, &options, "127.0.0.1:0").await;
         let query = start_query_service(&database.url, &flag.url(), &options).await;
-        TestSystem { flag, query, database, options, minter: TokenMinter::hs256(SECRET, "signins", "signins") }
+        TestSystem {
+            flag,
+            query,
+            database,
+            options,
+            minter: TokenMinter::hs256(SECRET, "signins", "signins"),
+        }
     }
 
     /// The current time of the system's clock.
@@ -221,12 +265,18 @@ impl TestSystem {
     }
 
     pub fn token(&self, subject: &str, tenant: Option<Uuid>, roles: &[Role]) -> String {
-        self.minter.mint(subject, tenant, roles, Duration::from_secs(3600)).expect("mint token")
+        self.minter
+            .mint(subject, tenant, roles, Duration::from_secs(3600))
+            .expect("mint token")
     }
 
     /// The auth gateway's platform identity: writes sign-ins and flags for any tenant.
     pub fn gateway_token(&self) -> String {
-        self.token("gateway", None, &[Role::SignInLogsWrite, Role::FlaggingWrite])
+        self.token(
+            "gateway",
+            None,
+            &[Role::SignInLogsWrite, Role::FlaggingWrite],
+        )
     }
 
     pub fn reader_token(&self, tenant: Uuid) -> String {
@@ -246,7 +296,11 @@ impl TestSystem {
     }
 
     pub async fn channel(addr: SocketAddr) -> Channel {
-        Channel::from_shared(format!("http://{addr}")).expect("url").connect().await.expect("connect")
+        Channel::from_shared(format!("http://{addr}"))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect")
     }
 }
 
@@ -255,9 +309,14 @@ impl TestSystem {
 pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
 
 impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         Ok(request)
     }
@@ -269,7 +328,11 @@ impl Bearer {
         if token.is_empty() {
             Bearer(None)
         } else {
-            Bearer(Some(format!("Bearer {token}").parse().expect("token is a header value")))
+            Bearer(Some(
+                format!("Bearer {token}")
+                    .parse()
+                    .expect("token is a header value"),
+            ))
         }
     }
 }
@@ -296,11 +359,19 @@ pub struct Key {
 
 impl Key {
     pub fn random() -> Key {
-        Key { tenant: Uuid::new_v4(), user: Uuid::new_v4(), device: format!("device-{}", Uuid::new_v4()), browser: format!("browser-{}", Uuid::new_v4()) }
+        Key {
+            tenant: Uuid::new_v4(),
+            user: Uuid::new_v4(),
+            device: format!("device-{}", Uuid::new_v4()),
+            browser: format!("browser-{}", Uuid::new_v4()),
+        }
     }
 
     pub fn client(&self) -> flag::Client {
-        flag::Client { device_id: self.device.clone(), browser_id: self.browser.clone() }
+        flag::Client {
+            device_id: self.device.clone(),
+            browser_id: self.browser.clone(),
+        }
     }
 
     pub fn enable(&self) -> flag::EnableFlaggingRequest {
@@ -309,16 +380,28 @@ impl Key {
             user_id: self.user.to_string(),
             client: Some(self.client()),
             user_principal_name: "user@contoso.com".into(),
-            trigger: Some(flag::Trigger { error_code: 50126, correlation_id: Uuid::new_v4().to_string(), ..Default::default() }),
+            trigger: Some(flag::Trigger {
+                error_code: 50126,
+                correlation_id: Uuid::new_v4().to_string(),
+                ..Default::default()
+            }),
         }
     }
 
     pub fn disable(&self) -> flag::DisableFlaggingRequest {
-        flag::DisableFlaggingRequest { tenant_id: self.tenant.to_string(), user_id: self.user.to_string(), client: Some(self.client()) }
+        flag::DisableFlaggingRequest {
+            tenant_id: self.tenant.to_string(),
+            user_id: self.user.to_string(),
+            client: Some(self.client()),
+        }
     }
 
     pub fn status(&self) -> flag::GetFlagStatusRequest {
-        flag::GetFlagStatusRequest { tenant_id: self.tenant.to_string(), user_id: self.user.to_string(), client: Some(self.client()) }
+        flag::GetFlagStatusRequest {
+            tenant_id: self.tenant.to_string(),
+            user_id: self.user.to_string(),
+            client: Some(self.client()),
+        }
     }
 
     pub fn check_at(&self, at: DateTime<Utc>) -> flag::FlagCheck {
@@ -353,11 +436,15 @@ impl Key {
 }
 
 pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: time.timestamp(), nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0) }
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
 }
 
 pub fn from_timestamp(time: &prost_types::Timestamp) -> DateTime<Utc> {
-    DateTime::from_timestamp(time.seconds, u32::try_from(time.nanos).unwrap_or(0)).expect("valid timestamp")
+    DateTime::from_timestamp(time.seconds, u32::try_from(time.nanos).unwrap_or(0))
+        .expect("valid timestamp")
 }
 
 /// Polls `probe` until it returns `Some`, for at most `limit`; for effects that happen in the

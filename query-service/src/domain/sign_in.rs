@@ -14,7 +14,14 @@ pub const MAX_TEXT_CHARS: usize = 256;
 pub const USER_TYPES: &[&str] = &["member", "guest"];
 pub const CONDITIONAL_ACCESS_STATUSES: &[&str] = &["success", "failure", "notApplied"];
 pub const RISK_LEVELS: &[&str] = &["none", "low", "medium", "high", "hidden"];
-pub const RISK_STATES: &[&str] = &["none", "confirmedSafe", "remediated", "dismissed", "atRisk", "confirmedCompromised"];
+pub const RISK_STATES: &[&str] = &[
+    "none",
+    "confirmedSafe",
+    "remediated",
+    "dismissed",
+    "atRisk",
+    "confirmedCompromised",
+];
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SignIn {
@@ -72,7 +79,10 @@ impl SignIn {
     /// The flag key's client part as flag-service stores it; `None` when no browser id was sent,
     /// since such a sign-in cannot match any flag session.
     pub fn flag_client(&self) -> Option<(&str, &str)> {
-        let browser = self.browser_id.as_deref().filter(|browser| !browser.is_empty())?;
+        let browser = self
+            .browser_id
+            .as_deref()
+            .filter(|browser| !browser.is_empty())?;
         Some((self.device_id.as_deref().unwrap_or(""), browser))
     }
 }
@@ -88,8 +98,16 @@ pub enum Order {
 impl Order {
     /// Parses Graph's `$orderby` for the one property we sort by, any case.
     pub fn parse(text: &str) -> Option<Order> {
-        let words: Vec<String> = text.split_whitespace().map(str::to_ascii_lowercase).collect();
-        match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        let words: Vec<String> = text
+            .split_whitespace()
+            .map(str::to_ascii_lowercase)
+            .collect();
+        match words
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
             [] | ["createddatetime", "desc"] => Some(Order::NewestFirst),
             ["createddatetime"] | ["createddatetime", "asc"] => Some(Order::OldestFirst),
             _ => None,
@@ -131,8 +149,14 @@ mod tests {
     #[test]
     fn order_by_accepts_any_case_and_refuses_other_properties() {
         assert_eq!(Order::parse(""), Some(Order::NewestFirst));
-        assert_eq!(Order::parse("CreatedDateTime DESC"), Some(Order::NewestFirst));
-        assert_eq!(Order::parse("createddatetime asc"), Some(Order::OldestFirst));
+        assert_eq!(
+            Order::parse("CreatedDateTime DESC"),
+            Some(Order::NewestFirst)
+        );
+        assert_eq!(
+            Order::parse("createddatetime asc"),
+            Some(Order::OldestFirst)
+        );
         assert_eq!(Order::parse("userId desc"), None);
     }
 }

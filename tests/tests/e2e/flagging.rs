@@ -13,7 +13,11 @@ async fn enabling_starts_an_active_session_that_expires_after_the_ttl() {
     let mut flags = system.flag_client(&system.gateway_token()).await;
     let key = Key::random();
 
-    let response = flags.enable_flagging(key.enable()).await.unwrap().into_inner();
+    let response = flags
+        .enable_flagging(key.enable())
+        .await
+        .unwrap()
+        .into_inner();
 
     assert_eq!(response.created, Some(true));
     let session = response.session.unwrap();
@@ -31,12 +35,26 @@ async fn enabling_again_while_active_returns_the_same_session_unchanged() {
     let mut flags = system.flag_client(&system.gateway_token()).await;
     let key = Key::random();
 
-    let first = flags.enable_flagging(key.enable()).await.unwrap().into_inner();
-    let second = flags.enable_flagging(key.enable()).await.unwrap().into_inner();
+    let first = flags
+        .enable_flagging(key.enable())
+        .await
+        .unwrap()
+        .into_inner();
+    let second = flags
+        .enable_flagging(key.enable())
+        .await
+        .unwrap()
+        .into_inner();
 
     assert_eq!(second.created, Some(false));
-    assert_eq!(second.session.as_ref().unwrap().id, first.session.as_ref().unwrap().id);
-    assert_eq!(second.session.unwrap().expires_date_time, first.session.unwrap().expires_date_time);
+    assert_eq!(
+        second.session.as_ref().unwrap().id,
+        first.session.as_ref().unwrap().id
+    );
+    assert_eq!(
+        second.session.unwrap().expires_date_time,
+        first.session.unwrap().expires_date_time
+    );
 }
 
 #[tokio::test]
@@ -52,9 +70,18 @@ async fn concurrent_enables_of_one_key_yield_one_session() {
     });
     let answers = futures::future::join_all(calls).await;
 
-    let ids: std::collections::HashSet<_> = answers.iter().map(|answer| answer.session.as_ref().unwrap().id.clone()).collect();
+    let ids: std::collections::HashSet<_> = answers
+        .iter()
+        .map(|answer| answer.session.as_ref().unwrap().id.clone())
+        .collect();
     assert_eq!(ids.len(), 1);
-    assert_eq!(answers.iter().filter(|answer| answer.created == Some(true)).count(), 1);
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|answer| answer.created == Some(true))
+            .count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -62,11 +89,33 @@ async fn disabling_ends_the_session_now_and_twice_is_not_an_error() {
     let system = TestSystem::start().await;
     let mut flags = system.flag_client(&system.gateway_token()).await;
     let key = Key::random();
-    let enabled = flags.enable_flagging(key.enable()).await.unwrap().into_inner().session.unwrap();
+    let enabled = flags
+        .enable_flagging(key.enable())
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
 
-    let disabled = flags.disable_flagging(key.disable()).await.unwrap().into_inner().session.unwrap();
-    let again = flags.disable_flagging(key.disable()).await.unwrap().into_inner().session.unwrap();
-    let status = flags.get_flag_status(key.status()).await.unwrap().into_inner();
+    let disabled = flags
+        .disable_flagging(key.disable())
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    let again = flags
+        .disable_flagging(key.disable())
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    let status = flags
+        .get_flag_status(key.status())
+        .await
+        .unwrap()
+        .into_inner();
 
     assert_eq!(disabled.id, enabled.id);
     assert_eq!(disabled.state(), flag::FlagSessionState::Disabled);
@@ -83,31 +132,59 @@ async fn status_reports_the_active_session_and_its_remaining_time() {
     let key = Key::random();
     flags.enable_flagging(key.enable()).await.unwrap();
 
-    let status = flags.get_flag_status(key.status()).await.unwrap().into_inner();
+    let status = flags
+        .get_flag_status(key.status())
+        .await
+        .unwrap()
+        .into_inner();
 
     assert_eq!(status.flagged, Some(true));
     let remaining = status.remaining.unwrap();
-    assert!(remaining.seconds > 19 * 60 && remaining.seconds <= 20 * 60, "remaining {remaining:?}");
+    assert!(
+        remaining.seconds > 19 * 60 && remaining.seconds <= 20 * 60,
+        "remaining {remaining:?}"
+    );
 }
 
 #[tokio::test]
 async fn check_flags_answers_for_any_time_with_a_half_open_window() {
     let start = Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap();
     let clock = ManualClock::new(start);
-    let system = TestSystem::start_with(Options { clock: Some(clock.clone()), ..Options::default() }).await;
+    let system = TestSystem::start_with(Options {
+        clock: Some(clock.clone()),
+        ..Options::default()
+    })
+    .await;
     let mut flags = system.flag_client(&system.gateway_token()).await;
-    let mut checker = system.flag_client(&system.token("query-service", None, &[Role::FlaggingCheck])).await;
+    let mut checker = system
+        .flag_client(&system.token("query-service", None, &[Role::FlaggingCheck]))
+        .await;
     let key = Key::random();
-    let session = flags.enable_flagging(key.enable()).await.unwrap().into_inner().session.unwrap();
+    let session = flags
+        .enable_flagging(key.enable())
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
     let expires = start + chrono::Duration::minutes(20);
     clock.advance(chrono::Duration::minutes(5));
     flags.disable_flagging(key.disable()).await.unwrap();
     let disabled = start + chrono::Duration::minutes(5);
     let ms = chrono::Duration::milliseconds(1);
 
-    let times = [start - ms, start, disabled - ms, disabled, expires - ms, expires];
+    let times = [
+        start - ms,
+        start,
+        disabled - ms,
+        disabled,
+        expires - ms,
+        expires,
+    ];
     let results = checker
-        .check_flags(flag::CheckFlagsRequest { checks: times.iter().map(|at| key.check_at(*at)).collect() })
+        .check_flags(flag::CheckFlagsRequest {
+            checks: times.iter().map(|at| key.check_at(*at)).collect(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -123,14 +200,32 @@ async fn check_flags_answers_for_any_time_with_a_half_open_window() {
 async fn an_expired_session_is_over_without_any_job_running() {
     let start = Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap();
     let clock = ManualClock::new(start);
-    let system = TestSystem::start_with(Options { clock: Some(clock.clone()), ..Options::default() }).await;
+    let system = TestSystem::start_with(Options {
+        clock: Some(clock.clone()),
+        ..Options::default()
+    })
+    .await;
     let mut flags = system.flag_client(&system.gateway_token()).await;
     let key = Key::random();
-    let first = flags.enable_flagging(key.enable()).await.unwrap().into_inner().session.unwrap();
+    let first = flags
+        .enable_flagging(key.enable())
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
 
     clock.advance(chrono::Duration::minutes(20));
-    let status = flags.get_flag_status(key.status()).await.unwrap().into_inner();
-    let again = flags.enable_flagging(key.enable()).await.unwrap().into_inner();
+    let status = flags
+        .get_flag_status(key.status())
+        .await
+        .unwrap()
+        .into_inner();
+    let again = flags
+        .enable_flagging(key.enable())
+        .await
+        .unwrap()
+        .into_inner();
 
     assert_eq!(status.flagged, Some(false));
     assert_eq!(again.created, Some(true));
@@ -139,16 +234,36 @@ async fn an_expired_session_is_over_without_any_job_running() {
 
 #[tokio::test]
 async fn a_short_ttl_expires_in_real_time() {
-    let system = TestSystem::start_with(Options { flag_ttl: Duration::from_secs(2), ..Options::default() }).await;
+    let system = TestSystem::start_with(Options {
+        flag_ttl: Duration::from_secs(2),
+        ..Options::default()
+    })
+    .await;
     let mut flags = system.flag_client(&system.gateway_token()).await;
     let key = Key::random();
     flags.enable_flagging(key.enable()).await.unwrap();
-    assert_eq!(flags.get_flag_status(key.status()).await.unwrap().into_inner().flagged, Some(true));
+    assert_eq!(
+        flags
+            .get_flag_status(key.status())
+            .await
+            .unwrap()
+            .into_inner()
+            .flagged,
+        Some(true)
+    );
 
     // The one real wait in the suite: end-to-end expiry with --flag-ttl 2s.
     tokio::time::sleep(Duration::from_millis(2_100)).await;
 
-    assert_eq!(flags.get_flag_status(key.status()).await.unwrap().into_inner().flagged, Some(false));
+    assert_eq!(
+        flags
+            .get_flag_status(key.status())
+            .await
+            .unwrap()
+            .into_inner()
+            .flagged,
+        Some(false)
+    );
 }
 
 #[tokio::test]
@@ -157,16 +272,48 @@ async fn the_eleventh_new_session_of_a_user_within_an_hour_is_refused() {
     let mut flags = system.flag_client(&system.gateway_token()).await;
     let key = Key::random();
     for browser in 0..10 {
-        let key = Key { browser: format!("browser-{browser}"), ..key.clone() };
+        let key = Key {
+            browser: format!("browser-{browser}"),
+            ..key.clone()
+        };
         flags.enable_flagging(key.enable()).await.unwrap();
     }
 
-    let refused = flags.enable_flagging(Key { browser: "browser-10".into(), ..key.clone() }.enable()).await.unwrap_err();
-    let same_key_again = flags.enable_flagging(Key { browser: "browser-3".into(), ..key.clone() }.enable()).await;
-    let other_user = flags.enable_flagging(Key { user: uuid::Uuid::new_v4(), ..key.clone() }.enable()).await;
+    let refused = flags
+        .enable_flagging(
+            Key {
+                browser: "browser-10".into(),
+                ..key.clone()
+            }
+            .enable(),
+        )
+        .await
+        .unwrap_err();
+    let same_key_again = flags
+        .enable_flagging(
+            Key {
+                browser: "browser-3".into(),
+                ..key.clone()
+            }
+            .enable(),
+        )
+        .await;
+    let other_user = flags
+        .enable_flagging(
+            Key {
+                user: uuid::Uuid::new_v4(),
+                ..key.clone()
+            }
+            .enable(),
+        )
+        .await;
 
     assert_eq!(refused.code(), Code::ResourceExhausted);
-    assert!(refused.message().contains("retry after"), "{}", refused.message());
+    assert!(
+        refused.message().contains("retry after"),
+        "{}",
+        refused.message()
+    );
     assert!(refused.metadata().get("retry-after").is_some());
     assert_eq!(same_key_again.unwrap().into_inner().created, Some(false));
     assert_eq!(other_user.unwrap().into_inner().created, Some(true));
@@ -191,12 +338,25 @@ async fn list_flag_sessions_is_newest_first_paged_and_tenant_scoped() {
     let mut flags = system.flag_client(&system.gateway_token()).await;
     let key = Key::random();
     for browser in 0..3 {
-        flags.enable_flagging(Key { browser: format!("b{browser}"), ..key.clone() }.enable()).await.unwrap();
+        flags
+            .enable_flagging(
+                Key {
+                    browser: format!("b{browser}"),
+                    ..key.clone()
+                }
+                .enable(),
+            )
+            .await
+            .unwrap();
     }
     let mut reader = system.flag_client(&system.reader_token(key.tenant)).await;
 
     let first = reader
-        .list_flag_sessions(flag::ListFlagSessionsRequest { tenant_id: key.tenant.to_string(), page_size: 2, ..Default::default() })
+        .list_flag_sessions(flag::ListFlagSessionsRequest {
+            tenant_id: key.tenant.to_string(),
+            page_size: 2,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -211,11 +371,19 @@ async fn list_flag_sessions_is_newest_first_paged_and_tenant_scoped() {
         .unwrap()
         .into_inner();
     let other_tenant = reader
-        .list_flag_sessions(flag::ListFlagSessionsRequest { tenant_id: uuid::Uuid::new_v4().to_string(), ..Default::default() })
+        .list_flag_sessions(flag::ListFlagSessionsRequest {
+            tenant_id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
 
-    let browsers: Vec<_> = first.sessions.iter().chain(&second.sessions).map(|s| s.client.clone().unwrap().browser_id).collect();
+    let browsers: Vec<_> = first
+        .sessions
+        .iter()
+        .chain(&second.sessions)
+        .map(|s| s.client.clone().unwrap().browser_id)
+        .collect();
     assert_eq!(browsers, ["b2", "b1", "b0"]);
     assert!(second.next_page_token.is_none());
     assert_eq!(other_tenant.code(), Code::PermissionDenied);

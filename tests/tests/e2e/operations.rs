@@ -1,7 +1,9 @@
 //! What operators meet: health, reflection, tokens, start-up migrations.
 
 use signins_common::auth::Role;
-use signins_tests::{Options, TestDatabase, TestSystem, query, start_flag_service, start_query_service};
+use signins_tests::{
+    Options, TestDatabase, TestSystem, query, start_flag_service, start_query_service,
+};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -9,18 +11,34 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 #[tokio::test]
 async fn both_services_report_serving_without_a_token() {
     let system = TestSystem::start().await;
-    for (addr, service) in [(system.flag.addr, "signins.flag.v1.FlagService"), (system.query.addr, "signins.query.v1.SignInService")] {
+    for (addr, service) in [
+        (system.flag.addr, "signins.flag.v1.FlagService"),
+        (system.query.addr, "signins.query.v1.SignInService"),
+    ] {
         let mut health = HealthClient::new(TestSystem::channel(addr).await);
         let status = signins_tests::eventually(std::time::Duration::from_secs(5), || {
             let mut health = health.clone();
             async move {
-                let status = health.check(HealthCheckRequest { service: service.into() }).await.ok()?.into_inner().status();
+                let status = health
+                    .check(HealthCheckRequest {
+                        service: service.into(),
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .status();
                 (status == ServingStatus::Serving).then_some(status)
             }
         })
         .await;
         assert_eq!(status, Some(ServingStatus::Serving), "{service}");
-        let overall = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+        let overall = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(overall.status(), ServingStatus::Serving);
     }
 }
@@ -31,12 +49,33 @@ async fn calls_without_a_valid_token_or_role_are_refused() {
     let tenant = uuid::Uuid::new_v4();
     let request = || query::ListSignInsRequest::default();
 
-    let no_token = system.query_client("").await.list_sign_ins(request()).await.unwrap_err();
-    let bad_signature = signins_common::auth::TokenMinter::hs256("another-secret", "signins", "signins")
-        .mint("admin", Some(tenant), &[Role::GlobalReader], std::time::Duration::from_secs(60))
-        .unwrap();
-    let forged = system.query_client(&bad_signature).await.list_sign_ins(request()).await.unwrap_err();
-    let gateway_reads = system.query_client(&system.gateway_token()).await.list_sign_ins(request()).await.unwrap_err();
+    let no_token = system
+        .query_client("")
+        .await
+        .list_sign_ins(request())
+        .await
+        .unwrap_err();
+    let bad_signature =
+        signins_common::auth::TokenMinter::hs256("another-secret", "signins", "signins")
+            .mint(
+                "admin",
+                Some(tenant),
+                &[Role::GlobalReader],
+                std::time::Duration::from_secs(60),
+            )
+            .unwrap();
+    let forged = system
+        .query_client(&bad_signature)
+        .await
+        .list_sign_ins(request())
+        .await
+        .unwrap_err();
+    let gateway_reads = system
+        .query_client(&system.gateway_token())
+        .await
+        .list_sign_ins(request())
+        .await
+        .unwrap_err();
     let reader_writes = system
         .query_client(&system.reader_token(tenant))
         .await
@@ -68,7 +107,10 @@ async fn replicas_of_both_services_starting_at_once_on_one_database_migrate_clea
     let client = database.connect().await;
     for schema in ["flag", "query"] {
         let versions: i64 = client
-            .query_one(&format!("SELECT count(*) FROM {schema}.schema_migrations"), &[])
+            .query_one(
+                &format!("SELECT count(*) FROM {schema}.schema_migrations"),
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
@@ -82,13 +124,22 @@ async fn replicas_of_both_services_starting_at_once_on_one_database_migrate_clea
 #[tokio::test]
 async fn a_bad_filter_is_invalid_argument_with_a_position() {
     let system = TestSystem::start().await;
-    let mut reader = system.query_client(&system.reader_token(uuid::Uuid::new_v4())).await;
+    let mut reader = system
+        .query_client(&system.reader_token(uuid::Uuid::new_v4()))
+        .await;
 
     let refused = reader
-        .list_sign_ins(query::ListSignInsRequest { filter: "flaggedForReview eq".into(), ..Default::default() })
+        .list_sign_ins(query::ListSignInsRequest {
+            filter: "flaggedForReview eq".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
 
     assert_eq!(refused.code(), Code::InvalidArgument);
-    assert!(refused.message().contains("position"), "{}", refused.message());
+    assert!(
+        refused.message().contains("position"),
+        "{}",
+        refused.message()
+    );
 }
