@@ -86,10 +86,13 @@ pub fn pool(
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
+    // Server NOTICEs ("schema already exists, skipping") are not worth a log line each.
+    let mut options = config.get_options().map(str::to_owned).unwrap_or_default();
+    options.push_str(" -c client_min_messages=warning");
     if let Some(timeout) = statement_timeout {
-        let options = config.get_options().map(str::to_owned).unwrap_or_default();
-        config.options(format!("{options} -c statement_timeout={}", timeout.as_millis()).trim());
+        options.push_str(&format!(" -c statement_timeout={}", timeout.as_millis()));
     }
+    config.options(options.trim());
     if config.get_application_name().is_none() {
         config.application_name("flagged-sign-ins");
     }

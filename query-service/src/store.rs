@@ -336,7 +336,9 @@ impl From<&[SignIn]> for Columns {
         let mut columns = Columns {
             uuids: [Vec::new(), Vec::new(), Vec::new()],
             created_at: Vec::with_capacity(sign_ins.len()),
-            texts: (0..TEXT_FIELDS.len()).map(|_| Vec::with_capacity(sign_ins.len())).collect(),
+            texts: (0..TEXT_FIELDS.len())
+                .map(|_| Vec::with_capacity(sign_ins.len()))
+                .collect(),
             bools: (0..3).map(|_| Vec::with_capacity(sign_ins.len())).collect(),
             error_code: Vec::with_capacity(sign_ins.len()),
             flagged: Vec::with_capacity(sign_ins.len()),
