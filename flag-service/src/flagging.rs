@@ -12,6 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// Sessions deleted per retention statement: small enough that each statement is short.
+const RETENTION_BATCH: i64 = 1_000;
+
 #[derive(Debug, Clone)]
 pub struct FlaggingSettings {
     pub flag_ttl: Duration,
@@ -96,7 +99,15 @@ impl Flagging {
                 let excess = recent.len().saturating_sub(limit as usize);
                 let leaving = recent.get(excess).copied().unwrap_or(now);
                 let retry_at = leaving + chrono::Duration::hours(1);
-                let retry_after_seconds = (retry_at - now).num_seconds().max(1);
+                // Rounded up: a client that waits exactly this long is not refused again.
+                let wait = retry_at - now;
+                let whole = wait.num_seconds();
+                let retry_after_seconds = if wait > chrono::Duration::seconds(whole) {
+                    whole + 1
+                } else {
+                    whole
+                }
+                .max(1);
                 Err(FlagError::RateLimited {
                     limit,
                     retry_at,
@@ -169,9 +180,12 @@ impl Flagging {
         let cutoff = self.clock.now() - retention;
         let mut total = 0;
         loop {
-            let deleted = self.store.delete_ended_before(cutoff, 1_000).await?;
+            let deleted = self
+                .store
+                .delete_expired_before(cutoff, RETENTION_BATCH)
+                .await?;
             total += deleted;
-            if deleted < 1_000 {
+            if deleted < RETENTION_BATCH.unsigned_abs() {
                 return Ok(total);
             }
             tokio::task::yield_now().await;

@@ -5,6 +5,7 @@ use crate::error::FlagError;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use signins_common::db::Migration;
+use std::sync::LazyLock;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -22,9 +23,100 @@ const COLUMNS: &str = "id, tenant_id, user_id, device_id, browser_id, user_princ
      trigger_correlation_id, trigger_app_id, trigger_app_display_name, trigger_ip_address, \
      trigger_occurred_at";
 
-/// The condition "in force at $5" over a key given as $1..$4.
-const KEY_IN_FORCE_AT_5: &str = "tenant_id = $1 AND user_id = $2 AND device_id = $3 AND browser_id = $4 \
-     AND enabled_at <= $5 AND $5 < LEAST(expires_at, COALESCE(disabled_at, expires_at))";
+/// Where a session stops flagging: expiry, or the disable if that came first.
+const ENDS_AT: &str = "LEAST(expires_at, COALESCE(disabled_at, expires_at))";
+
+/// The session of the key $1..$4 in force at $5.
+///
+/// The sessions of one key that are not empty never overlap (the exclusion constraint), so the
+/// only one that can be in force at $5 is the latest non-empty one enabled at or before $5: the
+/// inner query stops at the first index entry instead of walking the key's whole history, and
+/// the outer one checks that it has not ended. Empty sessions (disabled in the microsecond they
+/// were enabled) are skipped because one may share its start with a real session.
+static IN_FORCE_AT_5: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {COLUMNS} FROM (
+             SELECT {COLUMNS} FROM flag.flag_sessions
+             WHERE tenant_id = $1 AND user_id = $2 AND device_id = $3 AND browser_id = $4
+               AND enabled_at <= $5 AND {ENDS_AT} > enabled_at
+             ORDER BY enabled_at DESC LIMIT 1
+         ) latest
+         WHERE $5 < {ENDS_AT}"
+    )
+});
+
+/// Ends the session of the key $1..$4 in force at $5. The in-force condition is repeated on
+/// the row itself so that of two concurrent disables the second, re-checked against the
+/// row the first one updated, changes nothing.
+static DISABLE_AT_5: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE flag.flag_sessions SET disabled_at = $5, disabled_by = $6
+         WHERE tenant_id = $1 AND id = (SELECT id FROM ({in_force}) in_force)
+           AND enabled_at <= $5 AND $5 < {ENDS_AT}
+         RETURNING {COLUMNS}",
+        in_force = *IN_FORCE_AT_5
+    )
+});
+
+/// The last session of the key $1..$4 enabled at or before $5.
+static LAST_AT_5: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {COLUMNS} FROM flag.flag_sessions
+         WHERE tenant_id = $1 AND user_id = $2 AND device_id = $3 AND browser_id = $4
+           AND enabled_at <= $5
+         ORDER BY enabled_at DESC LIMIT 1"
+    )
+});
+
+/// The key $1..$4's session that has not ended by $5, whenever it started (after an insert
+/// lost to another replica whose clock runs a little ahead).
+static NOT_ENDED_AT_5: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {COLUMNS} FROM flag.flag_sessions
+         WHERE tenant_id = $1 AND user_id = $2 AND device_id = $3 AND browser_id = $4
+           AND {ENDS_AT} > $5
+         ORDER BY enabled_at DESC LIMIT 1"
+    )
+});
+
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO flag.flag_sessions ({COLUMNS}) VALUES
+         ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, NULL, $10, $11, $12, $13, $14, $15, $16)
+         ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
+    )
+});
+
+/// For each check ($1..$5 as parallel arrays) the session in force at its time: the same
+/// "latest non-empty session enabled at or before `at`" lookup as [`IN_FORCE_AT_5`], one index
+/// probe per check, for the whole batch in one statement; `ord` places each answer.
+static CHECK_BATCH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT c.ord, CASE WHEN c.at < s.ends_at THEN s.id END
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])
+              WITH ORDINALITY AS c(tenant_id, user_id, device_id, browser_id, at, ord)
+         LEFT JOIN LATERAL (
+             SELECT f.id, {ENDS_AT} AS ends_at FROM flag.flag_sessions f
+             WHERE f.tenant_id = c.tenant_id AND f.user_id = c.user_id
+               AND f.device_id = c.device_id AND f.browser_id = c.browser_id
+               AND f.enabled_at <= c.at AND {ENDS_AT} > f.enabled_at
+             ORDER BY f.enabled_at DESC LIMIT 1
+         ) s ON true
+         ORDER BY c.ord"
+    )
+});
+
+static LIST: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {COLUMNS} FROM flag.flag_sessions
+         WHERE tenant_id = $1
+           AND ($2::uuid IS NULL OR user_id = $2)
+           AND (NOT $3 OR (enabled_at <= $4 AND $4 < {ENDS_AT}))
+           AND ($5::timestamptz IS NULL OR (enabled_at, id) < ($5, $6::uuid))
+         ORDER BY enabled_at DESC, id DESC
+         LIMIT $7"
+    )
+});
 
 fn session_from_row(row: &Row) -> Result<FlagSession, tokio_postgres::Error> {
     Ok(FlagSession {
@@ -94,30 +186,30 @@ impl Store {
         max_per_hour: u32,
     ) -> Result<EnableOutcome, FlagError> {
         let now = session.enabled_at;
+        let key = &session.key;
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
-        let lock = format!(
-            "flag-enable:{}:{}",
-            session.key.tenant_id, session.key.user_id
-        );
-        transaction
-            .execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                &[&lock],
-            )
+        // Per user, not per key: the rate limit counts all of a user's sessions. The lock is
+        // the database's, so it serialises enables across every replica.
+        let lock = format!("flag-enable:{}:{}", key.tenant_id, key.user_id);
+        let statement = transaction
+            .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .await?;
-        if let Some(active) = in_force(&transaction, &session.key, now).await? {
+        transaction.execute(&statement, &[&lock]).await?;
+        if let Some(active) = in_force(&transaction, key, now).await? {
             transaction.commit().await?;
             return Ok(EnableOutcome::AlreadyActive(active));
         }
         let window_start = now - chrono::Duration::hours(1);
-        let recent: Vec<DateTime<Utc>> = transaction
-            .query(
+        let statement = transaction
+            .prepare_cached(
                 "SELECT enabled_at FROM flag.flag_sessions
                  WHERE tenant_id = $1 AND user_id = $2 AND enabled_at > $3
                  ORDER BY enabled_at",
-                &[&session.key.tenant_id, &session.key.user_id, &window_start],
             )
+            .await?;
+        let recent: Vec<DateTime<Utc>> = transaction
+            .query(&statement, &[&key.tenant_id, &key.user_id, &window_start])
             .await?
             .iter()
             .map(|row| row.try_get(0))
@@ -127,19 +219,16 @@ impl Store {
             return Ok(EnableOutcome::OverLimit(recent));
         }
         let trigger = &session.trigger;
+        let statement = transaction.prepare_cached(&INSERT).await?;
         let inserted = transaction
             .query_opt(
-                &format!(
-                    "INSERT INTO flag.flag_sessions ({COLUMNS}) VALUES
-                     ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, NULL, $10, $11, $12, $13, $14, $15, $16)
-                     ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
-                ),
+                &statement,
                 &[
                     &session.id,
-                    &session.key.tenant_id,
-                    &session.key.user_id,
-                    &session.key.device_id,
-                    &session.key.browser_id,
+                    &key.tenant_id,
+                    &key.user_id,
+                    &key.device_id,
+                    &key.browser_id,
                     &session.user_principal_name,
                     &session.enabled_at,
                     &session.expires_at,
@@ -159,19 +248,15 @@ impl Store {
             // The exclusion constraint refused an overlap: another replica whose clock runs a
             // little ahead started this key's session. Return that one.
             None => {
+                let statement = transaction.prepare_cached(&NOT_ENDED_AT_5).await?;
                 let row = transaction
                     .query_one(
-                        &format!(
-                            "SELECT {COLUMNS} FROM flag.flag_sessions
-                             WHERE tenant_id = $1 AND user_id = $2 AND device_id = $3 AND browser_id = $4
-                               AND LEAST(expires_at, COALESCE(disabled_at, expires_at)) > $5
-                             ORDER BY enabled_at DESC LIMIT 1"
-                        ),
+                        &statement,
                         &[
-                            &session.key.tenant_id,
-                            &session.key.user_id,
-                            &session.key.device_id,
-                            &session.key.browser_id,
+                            &key.tenant_id,
+                            &key.user_id,
+                            &key.device_id,
+                            &key.browser_id,
                             &now,
                         ],
                     )
@@ -191,12 +276,10 @@ impl Store {
         disabled_by: &str,
     ) -> Result<Option<FlagSession>, FlagError> {
         let client = self.pool.get().await?;
+        let statement = client.prepare_cached(&DISABLE_AT_5).await?;
         let ended = client
             .query_opt(
-                &format!(
-                    "UPDATE flag.flag_sessions SET disabled_at = $5, disabled_by = $6
-                     WHERE {KEY_IN_FORCE_AT_5} RETURNING {COLUMNS}"
-                ),
+                &statement,
                 &[
                     &key.tenant_id,
                     &key.user_id,
@@ -210,14 +293,10 @@ impl Store {
         if let Some(row) = ended {
             return Ok(Some(session_from_row(&row)?));
         }
+        let statement = client.prepare_cached(&LAST_AT_5).await?;
         let last = client
             .query_opt(
-                &format!(
-                    "SELECT {COLUMNS} FROM flag.flag_sessions
-                     WHERE tenant_id = $1 AND user_id = $2 AND device_id = $3 AND browser_id = $4
-                       AND enabled_at <= $5
-                     ORDER BY enabled_at DESC LIMIT 1"
-                ),
+                &statement,
                 &[
                     &key.tenant_id,
                     &key.user_id,
@@ -232,7 +311,8 @@ impl Store {
             .map_err(FlagError::from)
     }
 
-    /// For each check, the id of the session in force at its time: one statement for the batch.
+    /// For each check, the id of the session in force at its time: one statement for the
+    /// batch, so one round trip to the database however many checks it carries.
     pub async fn check(&self, checks: &[FlagCheck]) -> Result<Vec<Option<Uuid>>, FlagError> {
         if checks.is_empty() {
             return Ok(Vec::new());
@@ -250,22 +330,7 @@ impl Store {
             times.push(check.at);
         }
         let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT c.ord, s.id
-                 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])
-                      WITH ORDINALITY AS c(tenant_id, user_id, device_id, browser_id, at, ord)
-                 LEFT JOIN LATERAL (
-                     SELECT f.id FROM flag.flag_sessions f
-                     WHERE f.tenant_id = c.tenant_id AND f.user_id = c.user_id
-                       AND f.device_id = c.device_id AND f.browser_id = c.browser_id
-                       AND f.enabled_at <= c.at
-                       AND c.at < LEAST(f.expires_at, COALESCE(f.disabled_at, f.expires_at))
-                     ORDER BY f.enabled_at DESC LIMIT 1
-                 ) s ON true
-                 ORDER BY c.ord",
-            )
-            .await?;
+        let statement = client.prepare_cached(&CHECK_BATCH).await?;
         let rows = client
             .query(&statement, &[&tenants, &users, &devices, &browsers, &times])
             .await?;
@@ -293,18 +358,19 @@ impl Store {
             None => (None, None),
         };
         let limit = i64::from(query.page_size) + 1;
+        let statement = client.prepare_cached(&LIST).await?;
         let rows = client
             .query(
-                &format!(
-                    "SELECT {COLUMNS} FROM flag.flag_sessions
-                     WHERE tenant_id = $1
-                       AND ($2::uuid IS NULL OR user_id = $2)
-                       AND (NOT $3 OR (enabled_at <= $4 AND $4 < LEAST(expires_at, COALESCE(disabled_at, expires_at))))
-                       AND ($5::timestamptz IS NULL OR (enabled_at, id) < ($5, $6::uuid))
-                     ORDER BY enabled_at DESC, id DESC
-                     LIMIT $7"
-                ),
-                &[&query.tenant_id, &query.user_id, &query.active_only, &now, &after_time, &after_id, &limit],
+                &statement,
+                &[
+                    &query.tenant_id,
+                    &query.user_id,
+                    &query.active_only,
+                    &now,
+                    &after_time,
+                    &after_id,
+                    &limit,
+                ],
             )
             .await?;
         rows.iter()
@@ -313,21 +379,28 @@ impl Store {
             .map_err(FlagError::from)
     }
 
-    /// Deletes up to `batch` sessions that ended before `cutoff`; returns how many.
-    pub async fn delete_ended_before(
+    /// Deletes up to `batch` sessions that expired before `cutoff`; returns how many.
+    ///
+    /// One short statement per batch, each its own transaction, so retention never holds many
+    /// row locks for long; `SKIP LOCKED` lets replicas running retention at the same time
+    /// share the work instead of waiting on each other. A session disabled early is kept
+    /// until its expiry passes the cutoff (at most the flag TTL longer), which lets the
+    /// statement use the index on `expires_at`.
+    pub async fn delete_expired_before(
         &self,
         cutoff: DateTime<Utc>,
         batch: i64,
     ) -> Result<u64, FlagError> {
         let client = self.pool.get().await?;
-        let deleted = client
-            .execute(
+        let statement = client
+            .prepare_cached(
                 "DELETE FROM flag.flag_sessions WHERE (tenant_id, id) IN (
-                     SELECT tenant_id, id FROM flag.flag_sessions WHERE expires_at < $1 LIMIT $2
+                     SELECT tenant_id, id FROM flag.flag_sessions WHERE expires_at < $1
+                     LIMIT $2 FOR UPDATE SKIP LOCKED
                  )",
-                &[&cutoff, &batch],
             )
             .await?;
+        let deleted = client.execute(&statement, &[&cutoff, &batch]).await?;
         Ok(deleted)
     }
 }
@@ -337,10 +410,17 @@ async fn in_force<C: GenericClient>(
     key: &FlagKey,
     at: DateTime<Utc>,
 ) -> Result<Option<FlagSession>, FlagError> {
+    let statement = client.prepare_cached(&IN_FORCE_AT_5).await?;
     let row = client
         .query_opt(
-            &format!("SELECT {COLUMNS} FROM flag.flag_sessions WHERE {KEY_IN_FORCE_AT_5} ORDER BY enabled_at DESC LIMIT 1"),
-            &[&key.tenant_id, &key.user_id, &key.device_id, &key.browser_id, &at],
+            &statement,
+            &[
+                &key.tenant_id,
+                &key.user_id,
+                &key.device_id,
+                &key.browser_id,
+                &at,
+            ],
         )
         .await?;
     row.map(|row| session_from_row(&row))
