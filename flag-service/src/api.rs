@@ -126,7 +126,7 @@ impl pb::flag_service_server::FlagService for FlagApi {
         request: Request<pb::ListFlagSessionsRequest>,
     ) -> Result<Response<pb::ListFlagSessionsResponse>, Status> {
         let caller = principal(&request)?.clone();
-        let query = convert::session_query(request.into_inner(), caller.tenant_id)?;
+        let query = convert::session_query(request.into_inner())?;
         let (sessions, next) = self.flagging.list(&caller, query).await?;
         let now = self.flagging.now();
         Ok(Response::new(pb::ListFlagSessionsResponse {

@@ -139,15 +139,10 @@ pub fn checks(request: pb::CheckFlagsRequest) -> Result<Vec<FlagCheck>, FlagErro
         .collect()
 }
 
-pub fn session_query(
-    request: pb::ListFlagSessionsRequest,
-    caller_tenant: Option<Uuid>,
-) -> Result<SessionQuery, FlagError> {
-    let tenant_id = if request.tenant_id.is_empty() {
-        caller_tenant.ok_or_else(|| FlagError::invalid("tenantId", "required"))?
-    } else {
-        guid("tenantId", &request.tenant_id)?
-    };
+pub fn session_query(request: pb::ListFlagSessionsRequest) -> Result<SessionQuery, FlagError> {
+    // Required by the contract: the request names the tenant it lists (the caller's tenant is
+    // then checked against it), rather than falling back on the token.
+    let tenant_id = guid("tenantId", &request.tenant_id)?;
     let user_id = if request.user_id.is_empty() {
         None
     } else {
