@@ -18,6 +18,12 @@ use tokio::net::TcpListener;
 /// No flag-service statement should take long; one that does is cut off rather than queued behind.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest request flag-service decodes. A full CheckFlags batch of 10,000 checks whose
+/// device and browser ids use all 256 characters allowed, each up to 4 bytes of UTF-8, takes
+/// about 2,160 bytes a check, 21.6 MB in all. tonic's default of 4 MiB would refuse a full
+/// batch whose two ids together pass about 300 ASCII characters, though each is valid.
+const MAX_REQUEST_BYTES: usize = 24 * 1024 * 1024;
+
 /// How often retention runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(600);
 
@@ -110,7 +116,8 @@ impl Application {
     {
         tracing::info!(address = %self.local_addr, flag_ttl = ?self.config.flag_ttl, "flag-service listening");
         let retention = tokio::spawn(run_retention(self.flagging.clone(), self.config.retention));
-        let service = FlagServiceServer::new(FlagApi::new(self.flagging));
+        let service = FlagServiceServer::new(FlagApi::new(self.flagging))
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
         let result = serve(
             self.listener,
             service,
