@@ -4,6 +4,7 @@
 // Tests fail loudly on purpose.
 #![allow(clippy::unwrap_used)]
 
+mod flag_sessions;
 mod flagging;
 mod operations;
 mod recording;
