@@ -8,9 +8,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::body::Body;
 use tonic::server::NamedService;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -101,7 +101,11 @@ where
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        // tonic ignores its own `tcp_nodelay` for an incoming stream we hand it, so the
+        // accepted sockets are set here. Without it Nagle holds back the tail of a response
+        // until the client's delayed ACK (up to 40 ms): a 1,000-check CheckFlags answer took
+        // ~45 ms instead of ~1 ms.
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal);
 
     tokio::pin!(server);
     tokio::select! {
