@@ -12,11 +12,18 @@ use uuid::Uuid;
 /// The schema flag-service owns; its migration history lives there too.
 pub const SCHEMA: &str = "flag";
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "flag_sessions",
-    sql: include_str!("../migrations/0001_flag_sessions.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "flag_sessions",
+        sql: include_str!("../migrations/0001_flag_sessions.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "flag_sessions_by_key_covering",
+        sql: include_str!("../migrations/0002_flag_sessions_by_key_covering.sql"),
+    },
+];
 
 const COLUMNS: &str = "id, tenant_id, user_id, device_id, browser_id, user_principal_name, enabled_at, \
      expires_at, disabled_at, enabled_by, disabled_by, trigger_error_code, trigger_request_id, \
