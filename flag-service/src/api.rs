@@ -1,7 +1,7 @@
 //! The gRPC surface of flag-service: convert the request, call [`Flagging`], convert back.
 //! Who may call which RPC is decided before this, by the access table in [`ACCESS`].
 
-use crate::convert;
+use crate::convert::{self, FieldPath};
 use crate::flagging::Flagging;
 use signins_common::auth::{AccessRule, AccessTable, Role, principal};
 use signins_proto::flag::v1 as pb;
@@ -62,7 +62,12 @@ impl pb::flag_service_server::FlagService for FlagApi {
     ) -> Result<Response<pb::EnableFlaggingResponse>, Status> {
         let caller = principal(&request)?.clone();
         let request = request.into_inner();
-        let key = convert::flag_key("", &request.tenant_id, &request.user_id, request.client)?;
+        let key = convert::flag_key(
+            FieldPath::Top,
+            &request.tenant_id,
+            &request.user_id,
+            request.client,
+        )?;
         let upn = convert::user_principal_name(request.user_principal_name)?;
         let trigger = convert::trigger(request.trigger)?;
         let enabled = self.flagging.enable(&caller, key, upn, trigger).await?;
@@ -78,7 +83,12 @@ impl pb::flag_service_server::FlagService for FlagApi {
     ) -> Result<Response<pb::DisableFlaggingResponse>, Status> {
         let caller = principal(&request)?.clone();
         let request = request.into_inner();
-        let key = convert::flag_key("", &request.tenant_id, &request.user_id, request.client)?;
+        let key = convert::flag_key(
+            FieldPath::Top,
+            &request.tenant_id,
+            &request.user_id,
+            request.client,
+        )?;
         let session = self.flagging.disable(&caller, key).await?;
         let now = self.flagging.now();
         Ok(Response::new(pb::DisableFlaggingResponse {
@@ -92,7 +102,12 @@ impl pb::flag_service_server::FlagService for FlagApi {
     ) -> Result<Response<pb::GetFlagStatusResponse>, Status> {
         let caller = principal(&request)?.clone();
         let request = request.into_inner();
-        let key = convert::flag_key("", &request.tenant_id, &request.user_id, request.client)?;
+        let key = convert::flag_key(
+            FieldPath::Top,
+            &request.tenant_id,
+            &request.user_id,
+            request.client,
+        )?;
         let status = self.flagging.status(&caller, key).await?;
         let now = self.flagging.now();
         Ok(Response::new(pb::GetFlagStatusResponse {

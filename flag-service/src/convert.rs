@@ -14,21 +14,50 @@ use uuid::Uuid;
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 pub const MAX_PAGE_SIZE: u32 = 500;
 
-pub fn guid(field: &str, value: &str) -> Result<Uuid, FlagError> {
-    if value.is_empty() {
-        return Err(FlagError::invalid(field, "required"));
+/// Where a keyed request's fields sit. The JSON path of a field is only spelled out when the
+/// field is refused, so a valid 10,000-check batch builds no path strings at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldPath {
+    /// At the top level of the request.
+    Top,
+    /// Inside `checks[i]` of a CheckFlags request.
+    Check(usize),
+}
+
+impl FieldPath {
+    fn field(self, name: &str) -> String {
+        match self {
+            FieldPath::Top => name.to_owned(),
+            FieldPath::Check(index) => format!("checks[{index}].{name}"),
+        }
     }
-    Uuid::parse_str(value).map_err(|_| FlagError::invalid(field, "must be a GUID"))
+
+    fn invalid(self, name: &str, reason: impl Into<String>) -> FlagError {
+        FlagError::invalid(self.field(name), reason)
+    }
+}
+
+fn parse_guid(value: &str) -> Result<Uuid, &'static str> {
+    if value.is_empty() {
+        return Err("required");
+    }
+    Uuid::parse_str(value).map_err(|_| "must be a GUID")
+}
+
+pub fn guid(field: &str, value: &str) -> Result<Uuid, FlagError> {
+    parse_guid(value).map_err(|reason| FlagError::invalid(field, reason))
+}
+
+fn within(value: &str, max: usize) -> Result<(), String> {
+    // Bytes bound characters from above: count characters only when the bytes might exceed.
+    if value.len() > max && value.chars().count() > max {
+        return Err(format!("at most {max} characters"));
+    }
+    Ok(())
 }
 
 fn bounded(field: &str, value: &str, max: usize) -> Result<(), FlagError> {
-    if value.chars().count() > max {
-        return Err(FlagError::invalid(
-            field,
-            format!("at most {max} characters"),
-        ));
-    }
-    Ok(())
+    within(value, max).map_err(|reason| FlagError::invalid(field, reason))
 }
 
 fn optional_text(field: &str, value: String) -> Result<Option<String>, FlagError> {
@@ -36,16 +65,19 @@ fn optional_text(field: &str, value: String) -> Result<Option<String>, FlagError
     Ok((!value.is_empty()).then_some(value))
 }
 
+fn parse_timestamp(value: Option<prost_types::Timestamp>) -> Result<DateTime<Utc>, &'static str> {
+    let value = value.ok_or("required")?;
+    let nanos = u32::try_from(value.nanos).map_err(|_| "nanos out of range")?;
+    DateTime::from_timestamp(value.seconds, nanos)
+        .map(signins_common::clock::truncate_to_micros)
+        .ok_or("out of range")
+}
+
 pub fn timestamp(
     field: &str,
     value: Option<prost_types::Timestamp>,
 ) -> Result<DateTime<Utc>, FlagError> {
-    let value = value.ok_or_else(|| FlagError::invalid(field, "required"))?;
-    let nanos =
-        u32::try_from(value.nanos).map_err(|_| FlagError::invalid(field, "nanos out of range"))?;
-    DateTime::from_timestamp(value.seconds, nanos)
-        .map(signins_common::clock::truncate_to_micros)
-        .ok_or_else(|| FlagError::invalid(field, "out of range"))
+    parse_timestamp(value).map_err(|reason| FlagError::invalid(field, reason))
 }
 
 pub fn to_timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
@@ -55,37 +87,23 @@ pub fn to_timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
-/// Builds a flag key from the fields every keyed request carries; `prefix` is the JSON path
-/// of the request or item (empty at the top level).
+/// Builds a flag key from the fields every keyed request carries, found at `path`.
 pub fn flag_key(
-    prefix: &str,
+    path: FieldPath,
     tenant_id: &str,
     user_id: &str,
     client: Option<pb::Client>,
 ) -> Result<FlagKey, FlagError> {
-    let field = |name: &str| {
-        if prefix.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{prefix}.{name}")
-        }
-    };
-    let tenant_id = guid(&field("tenantId"), tenant_id)?;
-    let user_id = guid(&field("userId"), user_id)?;
-    let client = client.ok_or_else(|| FlagError::invalid(field("client.browserId"), "required"))?;
+    let tenant_id = parse_guid(tenant_id).map_err(|reason| path.invalid("tenantId", reason))?;
+    let user_id = parse_guid(user_id).map_err(|reason| path.invalid("userId", reason))?;
+    let client = client.ok_or_else(|| path.invalid("client.browserId", "required"))?;
     if client.browser_id.trim().is_empty() {
-        return Err(FlagError::invalid(field("client.browserId"), "required"));
+        return Err(path.invalid("client.browserId", "required"));
     }
-    bounded(
-        &field("client.browserId"),
-        &client.browser_id,
-        MAX_CLIENT_ID_CHARS,
-    )?;
-    bounded(
-        &field("client.deviceId"),
-        &client.device_id,
-        MAX_CLIENT_ID_CHARS,
-    )?;
+    within(&client.browser_id, MAX_CLIENT_ID_CHARS)
+        .map_err(|reason| path.invalid("client.browserId", reason))?;
+    within(&client.device_id, MAX_CLIENT_ID_CHARS)
+        .map_err(|reason| path.invalid("client.deviceId", reason))?;
     Ok(FlagKey {
         tenant_id,
         user_id,
@@ -131,9 +149,9 @@ pub fn checks(request: pb::CheckFlagsRequest) -> Result<Vec<FlagCheck>, FlagErro
         .into_iter()
         .enumerate()
         .map(|(index, check)| {
-            let prefix = format!("checks[{index}]");
-            let key = flag_key(&prefix, &check.tenant_id, &check.user_id, check.client)?;
-            let at = timestamp(&format!("{prefix}.at"), check.at)?;
+            let path = FieldPath::Check(index);
+            let key = flag_key(path, &check.tenant_id, &check.user_id, check.client)?;
+            let at = parse_timestamp(check.at).map_err(|reason| path.invalid("at", reason))?;
             Ok(FlagCheck { key, at })
         })
         .collect()
@@ -235,12 +253,12 @@ mod tests {
 
     #[test]
     fn invalid_keys_name_the_field() {
-        let error = flag_key("checks[2]", "not-a-guid", "", None).unwrap_err();
+        let error = flag_key(FieldPath::Check(2), "not-a-guid", "", None).unwrap_err();
         assert_eq!(error.to_string(), "checks[2].tenantId: must be a GUID");
         let tenant = Uuid::new_v4().to_string();
         let user = Uuid::new_v4().to_string();
         let error = flag_key(
-            "",
+            FieldPath::Top,
             &tenant,
             &user,
             Some(pb::Client {
@@ -252,7 +270,7 @@ mod tests {
         assert_eq!(error.to_string(), "client.browserId: required");
         let long = "x".repeat(257);
         let error = flag_key(
-            "",
+            FieldPath::Top,
             &tenant,
             &user,
             Some(pb::Client {

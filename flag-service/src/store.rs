@@ -96,7 +96,8 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
 
 /// For each check ($1..$5 as parallel arrays) the session in force at its time: the same
 /// "latest non-empty session enabled at or before `at`" lookup as [`IN_FORCE_AT_5`], one index
-/// probe per check, for the whole batch in one statement; `ord` places each answer.
+/// probe per check, for the whole batch in one statement. `ord` places each answer, so the
+/// rows need no sort.
 static CHECK_BATCH: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT c.ord, CASE WHEN c.at < s.ends_at THEN s.id END
@@ -108,8 +109,7 @@ static CHECK_BATCH: LazyLock<String> = LazyLock::new(|| {
                AND f.device_id = c.device_id AND f.browser_id = c.browser_id
                AND f.enabled_at <= c.at AND {ENDS_AT} > f.enabled_at
              ORDER BY f.enabled_at DESC LIMIT 1
-         ) s ON true
-         ORDER BY c.ord"
+         ) s ON true"
     )
 });
 
