@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// How often partitions are created ahead and old ones dropped.
+const PARTITION_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// Lifetime of query-service's own token towards flag-service; renewed well before expiry.
 const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(300);
 
@@ -32,6 +35,8 @@ pub enum StartupError {
     },
     #[error("database: {0}")]
     Database(#[from] signins_common::db::DbError),
+    #[error("cannot prepare sign-in partitions: {0}")]
+    Partitions(String),
     #[error("flag-service client: {0}")]
     FlagService(#[from] crate::flag_client::FlagCheckError),
     #[error(transparent)]
@@ -98,14 +103,23 @@ impl Application {
         )?;
         let max_clock_skew = chrono::Duration::from_std(config.max_clock_skew)
             .map_err(|_| StartupError::Config("--max-clock-skew is out of range".into()))?;
+        let retention = chrono::Duration::from_std(config.retention)
+            .map_err(|_| StartupError::Config("--retention is out of range".into()))?;
         let store = Store::new(pool);
         let log = SignInLog::new(
             store.clone(),
             checker,
             clock,
             PageTokenKey::derive(secret.as_bytes()),
-            SignInLogSettings { max_clock_skew },
+            SignInLogSettings {
+                max_clock_skew,
+                retention,
+            },
         );
+        // Today's partitions exist before the first call is served.
+        log.maintain_partitions()
+            .await
+            .map_err(|error| StartupError::Partitions(error.to_string()))?;
         Ok(Self {
             listener,
             local_addr,
@@ -126,11 +140,7 @@ impl Application {
     {
         tracing::info!(address = %self.local_addr, flag_service = %self.config.flag_service_url, "query-service listening");
         let rechecks = tokio::spawn(self.log.clone().run_rechecks());
-        let retention = tokio::spawn(run_retention(
-            self.store.clone(),
-            self.log.clone(),
-            self.config.retention,
-        ));
+        let partitions = tokio::spawn(maintain_partitions(self.log.clone()));
         let service = SignInServiceServer::new(SignInApi::new(self.log));
         let result = serve(
             self.listener,
@@ -144,22 +154,21 @@ impl Application {
         )
         .await;
         rechecks.abort();
-        retention.abort();
+        partitions.abort();
         Ok(result?)
     }
 }
 
-async fn run_retention(store: Store, log: SignInLog, retention: Duration) {
-    let mut interval = tokio::time::interval(Duration::from_secs(600));
-    let Ok(retention) = chrono::Duration::from_std(retention) else {
-        return;
-    };
+/// Keeps partitions ready ahead and drops those past retention, hourly.
+async fn maintain_partitions(log: SignInLog) {
+    let mut interval = tokio::time::interval(PARTITION_MAINTENANCE_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        match store.delete_older_than(log.now() - retention).await {
-            Ok(0) => {}
-            Ok(deleted) => tracing::info!(deleted, "retention deleted old sign-ins"),
-            Err(error) => tracing::warn!(%error, "retention failed; will retry"),
+        match log.maintain_partitions().await {
+            Ok(dropped) if dropped.is_empty() => {}
+            Ok(dropped) => tracing::info!(?dropped, "retention dropped sign-in partitions"),
+            Err(error) => tracing::warn!(%error, "partition maintenance failed; will retry"),
         }
     }
 }

@@ -115,6 +115,8 @@ pub struct Options {
     /// A clock shared by both services, moved by hand; `None` for the wall clock.
     pub clock: Option<ManualClock>,
     pub flag_check_timeout: Duration,
+    /// query-service's `--retention`; long by default so tests may record historic sign-ins.
+    pub retention: Duration,
 }
 
 impl Default for Options {
@@ -124,6 +126,7 @@ impl Default for Options {
             max_enables_per_hour: 10,
             clock: None,
             flag_check_timeout: Duration::from_secs(2),
+            retention: Duration::from_secs(3650 * 86_400),
         }
     }
 }
@@ -205,6 +208,7 @@ pub async fn start_query_service(
 ) -> Running {
     let mut config = query_service::Config::new(database_url, flag_service_url, SECRET);
     config.flag_check_timeout = options.flag_check_timeout;
+    config.retention = options.retention;
     config.shutdown_grace = Duration::from_secs(2);
     let clock: Arc<dyn Clock> = match &options.clock {
         Some(clock) => Arc::new(clock.clone()),
