@@ -31,7 +31,7 @@ pub struct Config {
     #[arg(long, env = "SIGN_IN_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub retention: Duration,
     /// How long a batch waits for flag-service before it is stored as "flag check pending".
-    #[arg(long, env = "FLAG_CHECK_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "FLAG_CHECK_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
     pub flag_check_timeout: Duration,
     /// The longest any one database statement may run.
     #[arg(long, env = "QUERY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
@@ -58,7 +58,7 @@ impl Config {
             flag_service_url: flag_service_url.into(),
             max_clock_skew: Duration::from_secs(300),
             retention: Duration::from_secs(30 * 86_400),
-            flag_check_timeout: Duration::from_secs(2),
+            flag_check_timeout: Duration::from_millis(500),
             query_timeout: Duration::from_secs(5),
             auth: AuthArgs::with_secret(jwt_secret),
             log_format: LogFormat::Pretty,
