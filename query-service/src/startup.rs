@@ -8,15 +8,17 @@ use crate::flag_client::FlagChecker;
 use crate::page_token::PageTokenKey;
 use crate::sign_ins::{SignInLog, SignInLogSettings};
 use crate::store::{MIGRATIONS, SCHEMA, Store};
-use signins_common::auth::{AuthLayer, Role, ServiceCredential};
+use signins_common::auth::{AuthLayer, KeyError, Role, ServiceCredential};
 use signins_common::clock::{Clock, SystemClock};
 use signins_common::serve::{ServeError, ServeOptions, serve};
+use signins_common::tls::TlsError;
 use signins_proto::query::v1::sign_in_service_server::SignInServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tonic::transport::ServerTlsConfig;
 
 /// How often partitions are created ahead and old ones dropped.
 const PARTITION_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
@@ -28,6 +30,10 @@ const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(300);
 pub enum StartupError {
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: String,
@@ -49,6 +55,7 @@ pub struct Application {
     config: Config,
     log: SignInLog,
     auth: AuthLayer,
+    tls: Option<ServerTlsConfig>,
     store: Store,
 }
 
@@ -70,9 +77,15 @@ impl Application {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        let verifier = config.auth.verifier().map_err(StartupError::Config)?;
-        let minter = config.auth.minter().map_err(StartupError::Config)?;
-        let secret = config.auth.jwt_secret.clone().unwrap_or_default();
+        // Key material and certificates first: a service that cannot authenticate callers,
+        // sign its own credential or present its certificate must not touch the database.
+        let verifier = config.auth.verifier()?;
+        let minter = config.service_key.minter(&config.auth)?;
+        let page_token_key = page_token_key(&config)?;
+        let tls = config.tls.server_config()?;
+        let flag_service_tls = config
+            .flag_service_tls
+            .client_config(&config.flag_service_url)?;
         let pool = signins_common::db::pool(
             &config.database_url,
             config.database_pool_size,
@@ -100,6 +113,7 @@ impl Application {
             &config.flag_service_url,
             credential,
             config.flag_check_timeout,
+            flag_service_tls,
         )?;
         let max_clock_skew = chrono::Duration::from_std(config.max_clock_skew)
             .map_err(|_| StartupError::Config("--max-clock-skew is out of range".into()))?;
@@ -110,7 +124,7 @@ impl Application {
             store.clone(),
             checker,
             clock,
-            PageTokenKey::derive(secret.as_bytes()),
+            page_token_key,
             SignInLogSettings {
                 max_clock_skew,
                 retention,
@@ -124,6 +138,7 @@ impl Application {
             listener,
             local_addr,
             auth: AuthLayer::new(verifier, ACCESS),
+            tls,
             config,
             log,
             store,
@@ -138,7 +153,7 @@ impl Application {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        tracing::info!(address = %self.local_addr, flag_service = %self.config.flag_service_url, "query-service listening");
+        tracing::info!(address = %self.local_addr, tls = self.tls.is_some(), flag_service = %self.config.flag_service_url, "query-service listening");
         let rechecks = tokio::spawn(self.log.clone().run_rechecks());
         let partitions = tokio::spawn(maintain_partitions(self.log.clone()));
         let service = SignInServiceServer::new(SignInApi::new(self.log));
@@ -149,6 +164,7 @@ impl Application {
             self.store.pool().clone(),
             ServeOptions {
                 grace_period: self.config.shutdown_grace,
+                tls: self.tls,
             },
             shutdown,
         )
@@ -157,6 +173,22 @@ impl Application {
         partitions.abort();
         Ok(result?)
     }
+}
+
+/// The page-token key: from --page-token-secret, else from the JWT secret. Replicas must share
+/// it (a token from one is opened by another), so a random per-process key is no fallback.
+fn page_token_key(config: &Config) -> Result<PageTokenKey, StartupError> {
+    config
+        .page_token_secret
+        .as_deref()
+        .filter(|secret| !secret.is_empty())
+        .or(config.auth.secret())
+        .map(|secret| PageTokenKey::derive(secret.as_bytes()))
+        .ok_or_else(|| {
+            StartupError::Config(
+                "no key for page tokens: set --page-token-secret or PAGE_TOKEN_SECRET (the same on every replica)".into(),
+            )
+        })
 }
 
 /// Keeps partitions ready ahead and drops those past retention, hourly.
