@@ -4,7 +4,11 @@
 // Tests fail loudly on purpose.
 #![allow(clippy::unwrap_used)]
 
+mod access;
 mod flagging;
+mod jwks;
 mod operations;
+mod pki;
 mod recording;
 mod story;
+mod tls;
