@@ -868,6 +868,31 @@ mod tests {
     }
 
     #[test]
+    fn a_service_credential_is_reused_while_fresh_and_renewed_before_it_expires() {
+        let credential = ServiceCredential::new(
+            minter(),
+            "query-service",
+            vec![Role::FlaggingCheck],
+            Duration::from_secs(300),
+        );
+        let first = credential.bearer().unwrap();
+        assert_eq!(credential.bearer().unwrap(), first, "reused while fresh");
+
+        // Less than a third of its lifetime left: the next call signs a new one.
+        let near_expiry = Utc::now().timestamp() + 60;
+        *credential.cached.lock().unwrap() = Some(("old-token".into(), near_expiry));
+        let renewed = credential.bearer().unwrap();
+
+        assert_ne!(renewed, "Bearer old-token");
+        let principal = TokenVerifier::hs256(SECRET, "signins", "signins")
+            .verify(renewed.trim_start_matches("Bearer "))
+            .unwrap();
+        assert_eq!(principal.subject, "query-service");
+        assert_eq!(principal.tenant_id, None);
+        assert!(principal.has(Role::FlaggingCheck));
+    }
+
+    #[test]
     fn role_claims_round_trip() {
         for role in Role::ALL {
             assert_eq!(Role::from_claim(role.claim()), Some(role));

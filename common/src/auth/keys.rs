@@ -43,7 +43,7 @@ pub enum KeyError {
     NoUsableKey { path: PathBuf },
     /// The private key file is not a PEM key this service can sign RS256 or ES256 with.
     #[error(
-        "{path} is not a usable RS256 or ES256 private key: expected PEM, PKCS#8 ('BEGIN PRIVATE KEY') for an EC P-256 or RSA key, or PKCS#1 ('BEGIN RSA PRIVATE KEY')"
+        "{path} is not a usable RS256 or ES256 private key: expected PEM, PKCS#8 ('BEGIN PRIVATE KEY') for an EC P-256 or RSA key, or PKCS#1 ('BEGIN RSA PRIVATE KEY'); convert a 'BEGIN EC PRIVATE KEY' file with 'openssl pkcs8 -topk8 -nocrypt'"
     )]
     BadPrivateKey { path: PathBuf },
 }
