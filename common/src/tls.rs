@@ -20,6 +20,8 @@ pub enum TlsError {
     /// tonic (rustls) refused the certificate, key or CA.
     #[error("{what} are not usable: {reason}")]
     Unusable { what: &'static str, reason: String },
+    #[error("{flag} {path} holds no PEM certificate ('-----BEGIN CERTIFICATE-----')")]
+    NoCertificate { flag: &'static str, path: PathBuf },
     #[error("{0} is set but {1} is not: give both")]
     Incomplete(&'static str, &'static str),
     /// A CA or client certificate for a plain-text URL: it would silently not be used.
@@ -68,7 +70,7 @@ impl TlsArgs {
         let identity = Identity::from_pem(read("--tls-cert", cert)?, read("--tls-key", key)?);
         let mut config = ServerTlsConfig::new().identity(identity);
         if let Some(ca) = &self.tls_client_ca {
-            config = config.client_ca_root(Certificate::from_pem(read("--tls-client-ca", ca)?));
+            config = config.client_ca_root(Certificate::from_pem(read_ca("--tls-client-ca", ca)?));
         }
         // tonic parses the PEM only when the server is assembled; doing that here moves a bad
         // certificate or a key that does not match it to start-up.
@@ -131,7 +133,7 @@ impl FlagServiceTlsArgs {
         let mut config = ClientTlsConfig::new();
         config = match &self.flag_service_ca {
             Some(ca) => {
-                config.ca_certificate(Certificate::from_pem(read("--flag-service-ca", ca)?))
+                config.ca_certificate(Certificate::from_pem(read_ca("--flag-service-ca", ca)?))
             }
             None => config.with_native_roots(),
         };
@@ -171,6 +173,19 @@ fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// A CA file with no certificate in it would be accepted by rustls as "trust nothing", and
+/// every handshake would fail later with a vaguer error; refuse it at start-up instead.
+fn read_ca(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    let pem = read(flag, path)?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(TlsError::NoCertificate {
+            flag,
+            path: path.to_owned(),
+        });
+    }
+    Ok(pem)
+}
+
 /// tonic's transport errors keep the useful part (which PEM item failed) in their sources.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -206,6 +221,25 @@ mod tests {
         };
         let refused = args.client_config("http://flag-service:50051").unwrap_err();
         assert!(refused.to_string().contains("https://"), "{refused}");
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused() {
+        let path =
+            std::env::temp_dir().join(format!("signins-empty-ca-{}.pem", uuid::Uuid::new_v4()));
+        std::fs::write(&path, "not a certificate").unwrap();
+        let args = FlagServiceTlsArgs {
+            flag_service_ca: Some(path.clone()),
+            ..Default::default()
+        };
+        let refused = args
+            .client_config("https://flag-service:50051")
+            .unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            matches!(refused, TlsError::NoCertificate { .. }),
+            "{refused}"
+        );
     }
 
     #[test]
