@@ -4,12 +4,21 @@
 //! the one place that verifies the token and checks the caller's roles against the service's
 //! access table ([`AccessRule`] per gRPC method path); handlers receive a verified
 //! [`Principal`] in the request extensions and only apply tenant scoping from it.
+//!
+//! Tokens are verified with RS256 or ES256 public keys from a JWKS file (production, key
+//! chosen by the token's `kid`), with an HS256 shared secret (development), or with both.
+//! [`keys`] loads the key material; [`AuthArgs`] is how both services are told where it is.
+
+mod keys;
+
+pub use keys::{JwksKeys, KeyError, SigningKey};
 
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -165,17 +174,29 @@ pub enum AuthError {
     WrongAudience(String),
     #[error("token issuer is wrong: expected '{0}'")]
     WrongIssuer(String),
+    /// The header's `alg` is one this service does not take (or has no key for).
+    #[error("token algorithm {0} is not accepted here: {1}")]
+    AlgorithmNotAccepted(String, &'static str),
+    /// An RS256/ES256 token without a `kid`: the key cannot be chosen.
+    #[error("token header has no 'kid': RS256 and ES256 tokens must name their key")]
+    MissingKeyId,
+    /// The `kid` names no key of the JWKS, or a key of another algorithm.
+    #[error("token 'kid' names no {0} key this service knows")]
+    UnknownKey(&'static str),
     #[error("token is invalid: {0}")]
     Invalid(String),
     #[error("token 'tid' is not a GUID")]
     BadTenant,
 }
 
-/// Verifies HS256 tokens with the shared secret, checking `iss`, `aud`, `exp` and `nbf`.
+/// Verifies bearer tokens, checking the signature, `iss`, `aud`, `exp` and `nbf` (with
+/// [`LEEWAY_SECONDS`]) and requiring `sub`.
 #[derive(Clone)]
 pub struct TokenVerifier {
-    key: DecodingKey,
-    validation: Validation,
+    /// HS256 tokens are accepted only when a secret was configured.
+    secret: Option<DecodingKey>,
+    /// RS256 and ES256 tokens are accepted only with a `kid` found here.
+    jwks: JwksKeys,
     issuer: String,
     audience: String,
 }
@@ -183,6 +204,8 @@ pub struct TokenVerifier {
 impl fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenVerifier")
+            .field("hs256", &self.secret.is_some())
+            .field("jwks", &self.jwks)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .finish()
@@ -190,25 +213,85 @@ impl fmt::Debug for TokenVerifier {
 }
 
 impl TokenVerifier {
+    /// Accepts HS256 tokens signed with `secret` (development).
     pub fn hs256(secret: &str, issuer: &str, audience: &str) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = LEEWAY_SECONDS;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         Self {
-            key: DecodingKey::from_secret(secret.as_bytes()),
-            validation,
+            secret: Some(DecodingKey::from_secret(secret.as_bytes())),
+            jwks: JwksKeys::default(),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
         }
     }
 
+    /// Accepts RS256 and ES256 tokens signed by a key of `jwks` (production).
+    pub fn jwks(jwks: JwksKeys, issuer: &str, audience: &str) -> Self {
+        Self {
+            secret: None,
+            jwks,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+        }
+    }
+
+    /// Also accepts HS256 tokens signed with `secret`.
+    pub fn and_hs256(mut self, secret: &str) -> Self {
+        self.secret = Some(DecodingKey::from_secret(secret.as_bytes()));
+        self
+    }
+
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation
+    }
+
+    /// The key for a token, chosen by its header. The algorithm comes from our key, never
+    /// from the token alone, so an RS256 public key can never be used as an HS256 secret.
+    fn key_for(&self, token: &str) -> Result<(&DecodingKey, Algorithm), AuthError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| AuthError::Invalid("not a valid JWT".into()))?;
+        match header.alg {
+            Algorithm::HS256 => match &self.secret {
+                Some(secret) => Ok((secret, Algorithm::HS256)),
+                None => Err(AuthError::AlgorithmNotAccepted(
+                    "HS256".into(),
+                    "this service verifies RS256 and ES256 tokens from its JWKS",
+                )),
+            },
+            Algorithm::RS256 | Algorithm::ES256 => {
+                let name = if header.alg == Algorithm::RS256 {
+                    "RS256"
+                } else {
+                    "ES256"
+                };
+                if self.jwks.is_empty() {
+                    return Err(AuthError::AlgorithmNotAccepted(
+                        name.into(),
+                        "this service has no JWKS and verifies HS256 tokens only",
+                    ));
+                }
+                let kid = header.kid.as_deref().ok_or(AuthError::MissingKeyId)?;
+                match self.jwks.get(kid) {
+                    Some(key) if key.algorithm == header.alg => Ok((&key.key, header.alg)),
+                    _ => Err(AuthError::UnknownKey(name)),
+                }
+            }
+            other => Err(AuthError::AlgorithmNotAccepted(
+                format!("{other:?}"),
+                "use RS256 or ES256 (or HS256 in development)",
+            )),
+        }
+    }
+
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |error| match error.kind() {
+        let (key, algorithm) = self.key_for(token)?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation(algorithm))
+            .map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 ErrorKind::InvalidSignature => AuthError::BadSignature,
@@ -219,8 +302,7 @@ impl TokenVerifier {
                 }
                 ErrorKind::InvalidAlgorithm => AuthError::Invalid("algorithm not accepted".into()),
                 _ => AuthError::Invalid("not a valid JWT".into()),
-            },
-        )?;
+            })?;
         let claims = data.claims;
         let tenant_id = match claims.tid.as_deref() {
             None | Some("") => None,
@@ -238,11 +320,15 @@ impl TokenVerifier {
     }
 }
 
-/// Signs HS256 tokens: query-service's own credential towards flag-service, and development
-/// tokens printed by `signins-token` and the run script.
+/// Signs tokens: query-service's own credential towards flag-service (HS256 with the shared
+/// secret, or RS256/ES256 with its private key), and development tokens printed by
+/// `signins-token` and the run script.
 #[derive(Clone)]
 pub struct TokenMinter {
     key: EncodingKey,
+    algorithm: Algorithm,
+    /// The `kid` header, for tokens verified against a JWKS.
+    key_id: Option<String>,
     issuer: String,
     audience: String,
 }
@@ -250,6 +336,8 @@ pub struct TokenMinter {
 impl fmt::Debug for TokenMinter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenMinter")
+            .field("algorithm", &self.algorithm)
+            .field("key_id", &self.key_id)
             .field("issuer", &self.issuer)
             .finish()
     }
@@ -259,9 +347,26 @@ impl TokenMinter {
     pub fn hs256(secret: &str, issuer: &str, audience: &str) -> Self {
         Self {
             key: EncodingKey::from_secret(secret.as_bytes()),
+            algorithm: Algorithm::HS256,
+            key_id: None,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
         }
+    }
+
+    /// Signs with a private key (RS256 or ES256, by the key), naming it by its `kid`.
+    pub fn with_key(key: &SigningKey, issuer: &str, audience: &str) -> Self {
+        Self {
+            key: key.key.clone(),
+            algorithm: key.algorithm,
+            key_id: Some(key.key_id.clone()),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+        }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
     }
 
     pub fn mint(
@@ -287,18 +392,33 @@ impl TokenMinter {
         roles: Vec<String>,
         ttl: Duration,
     ) -> Result<String, AuthError> {
+        let mut claims = self.claims(subject, ttl);
+        claims.tid = tid;
+        claims.roles = roles;
+        self.sign(&claims)
+    }
+
+    /// Claims with this minter's `iss` and `aud`, valid from now for `ttl`, without tenant or
+    /// roles; tests edit them (an `exp` in the past, another `aud`) and [`TokenMinter::sign`].
+    pub fn claims(&self, subject: &str, ttl: Duration) -> Claims {
         let now = Utc::now().timestamp();
-        let claims = Claims {
+        Claims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             sub: subject.to_owned(),
             exp: now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
             nbf: Some(now),
             iat: Some(now),
-            tid,
-            roles,
-        };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)
+            tid: None,
+            roles: Vec::new(),
+        }
+    }
+
+    /// Signs the claims as they are.
+    pub fn sign(&self, claims: &Claims) -> Result<String, AuthError> {
+        let mut header = Header::new(self.algorithm);
+        header.kid = self.key_id.clone();
+        jsonwebtoken::encode(&header, claims, &self.key)
             .map_err(|error| AuthError::Invalid(format!("could not sign token: {error}")))
     }
 }
@@ -373,6 +493,31 @@ impl AccessRule {
 
 /// The access table of one service: gRPC method path → rule.
 pub type AccessTable = &'static [(&'static str, AccessRule)];
+
+/// Renders access tables as the markdown table `docs/security.md` shows: one row per RPC, the
+/// roles that may call it, and whether a plain user (no role this system knows) may. A test
+/// compares the docs with this rendering of both services' tables, so they cannot drift.
+pub fn access_table_markdown(tables: &[AccessTable]) -> String {
+    let mut text = String::from("| RPC | roles allowed | plain user |\n|---|---|---|\n");
+    for (path, rule) in tables.iter().flat_map(|table| table.iter()) {
+        let (roles, plain_user) = match rule {
+            AccessRule::AnySignedIn => ("any".to_owned(), "yes"),
+            AccessRule::AnyOf(roles) => (role_list(roles), "no"),
+            AccessRule::AnyOfOrPlainUser(roles) => (role_list(roles), "yes"),
+        };
+        let rpc = path.trim_start_matches('/');
+        text.push_str(&format!("| `{rpc}` | {roles} | {plain_user} |\n"));
+    }
+    text
+}
+
+fn role_list(roles: &[Role]) -> String {
+    roles
+        .iter()
+        .map(|role| format!("`{}`", role.claim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Paths served without a token: health checks and server reflection.
 pub fn is_public_path(path: &str) -> bool {
@@ -585,6 +730,168 @@ mod tests {
         assert_eq!(refused.code(), tonic::Code::Unimplemented);
     }
 
+    fn jwks_of(keys: &[&SigningKey]) -> JwksKeys {
+        let jwks = serde_json::json!({
+            "keys": keys.iter().map(|key| key.public_jwk()).collect::<Vec<_>>()
+        });
+        JwksKeys::parse(&jwks.to_string()).unwrap()
+    }
+
+    #[test]
+    fn rs256_and_es256_tokens_verify_by_their_kid() {
+        let ec = SigningKey::from_pem(keys::test_keys::es256_pem().as_bytes(), None).unwrap();
+        let rsa = SigningKey::from_pem(keys::test_keys::rs256_pem().as_bytes(), None).unwrap();
+        let verifier = TokenVerifier::jwks(jwks_of(&[&ec, &rsa]), "signins", "signins");
+        let tenant = Uuid::new_v4();
+
+        for key in [&ec, &rsa] {
+            let token = TokenMinter::with_key(key, "signins", "signins")
+                .mint(
+                    "admin",
+                    Some(tenant),
+                    &[Role::GlobalReader],
+                    Duration::from_secs(60),
+                )
+                .unwrap();
+            let principal = verifier.verify(&token).unwrap();
+            assert_eq!(principal.tenant_id, Some(tenant));
+            assert!(principal.has(Role::GlobalReader));
+        }
+    }
+
+    #[test]
+    fn a_jwks_verifier_refuses_unknown_kids_missing_kids_foreign_keys_and_hs256() {
+        let known =
+            SigningKey::from_pem(keys::test_keys::es256_pem().as_bytes(), Some("known")).unwrap();
+        let stranger =
+            SigningKey::from_pem(keys::test_keys::es256_pem().as_bytes(), Some("known")).unwrap();
+        let unlisted =
+            SigningKey::from_pem(keys::test_keys::es256_pem().as_bytes(), Some("other")).unwrap();
+        let verifier = TokenVerifier::jwks(jwks_of(&[&known]), "signins", "signins");
+        let mint = |minter: TokenMinter| {
+            minter
+                .mint("x", None, &[], Duration::from_secs(60))
+                .unwrap()
+        };
+
+        let forged = verifier.verify(&mint(TokenMinter::with_key(
+            &stranger, "signins", "signins",
+        )));
+        let unknown = verifier.verify(&mint(TokenMinter::with_key(
+            &unlisted, "signins", "signins",
+        )));
+        let mut no_kid = TokenMinter::with_key(&known, "signins", "signins");
+        no_kid.key_id = None;
+        let anonymous = verifier.verify(&mint(no_kid));
+        let hs256 = verifier.verify(&mint(minter()));
+
+        assert_eq!(forged, Err(AuthError::BadSignature));
+        assert_eq!(unknown, Err(AuthError::UnknownKey("ES256")));
+        assert_eq!(anonymous, Err(AuthError::MissingKeyId));
+        assert!(
+            matches!(hs256, Err(AuthError::AlgorithmNotAccepted(..))),
+            "{hs256:?}"
+        );
+    }
+
+    #[test]
+    fn an_rsa_key_is_never_used_for_an_es256_token_with_its_kid() {
+        let rsa = SigningKey::from_pem(keys::test_keys::rs256_pem().as_bytes(), Some("k")).unwrap();
+        let ec = SigningKey::from_pem(keys::test_keys::es256_pem().as_bytes(), Some("k")).unwrap();
+        let verifier = TokenVerifier::jwks(jwks_of(&[&rsa]), "signins", "signins");
+
+        let token = TokenMinter::with_key(&ec, "signins", "signins")
+            .mint("x", None, &[], Duration::from_secs(60))
+            .unwrap();
+
+        assert_eq!(verifier.verify(&token), Err(AuthError::UnknownKey("ES256")));
+    }
+
+    #[test]
+    fn exp_and_nbf_are_checked_with_sixty_seconds_of_leeway() {
+        let verifier = TokenVerifier::hs256(SECRET, "signins", "signins");
+        let minter = minter();
+        let at = |exp_offset: i64, nbf_offset: i64| {
+            let mut claims = minter.claims("x", Duration::ZERO);
+            let now = Utc::now().timestamp();
+            claims.exp = now + exp_offset;
+            claims.nbf = Some(now + nbf_offset);
+            verifier.verify(&minter.sign(&claims).unwrap())
+        };
+
+        assert!(
+            at(-30, -100).is_ok(),
+            "expired 30 s ago is inside the leeway"
+        );
+        assert_eq!(at(-120, -200), Err(AuthError::Expired));
+        assert!(at(600, 30).is_ok(), "valid in 30 s is inside the leeway");
+        assert_eq!(at(600, 120), Err(AuthError::NotYetValid));
+    }
+
+    #[test]
+    fn refusals_never_echo_the_token() {
+        let layer = AuthLayer::new(
+            TokenVerifier::hs256("other", "signins", "signins"),
+            &[("/x.Y/Z", AccessRule::AnySignedIn)],
+        );
+        let token = minter()
+            .mint("x", None, &[], Duration::from_secs(60))
+            .unwrap();
+        let refused = layer
+            .authorize("/x.Y/Z", Some(&format!("Bearer {token}")))
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        assert_eq!(refused.message(), "token signature is invalid");
+        for part in token.split('.') {
+            assert!(!refused.message().contains(part));
+        }
+    }
+
+    #[test]
+    fn a_service_without_key_material_says_what_to_set() {
+        let args = AuthArgs {
+            jwt_secret: None,
+            jwt_jwks_file: None,
+            jwt_issuer: "signins".into(),
+            jwt_audience: "signins".into(),
+        };
+        let refused = args.verifier().unwrap_err().to_string();
+        assert!(
+            refused.contains("--jwt-jwks-file") && refused.contains("--jwt-secret"),
+            "{refused}"
+        );
+        let refused = ServiceKeyArgs::default()
+            .minter(&args)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("--service-key-file"), "{refused}");
+    }
+
+    #[test]
+    fn a_service_credential_is_reused_while_fresh_and_renewed_before_it_expires() {
+        let credential = ServiceCredential::new(
+            minter(),
+            "query-service",
+            vec![Role::FlaggingCheck],
+            Duration::from_secs(300),
+        );
+        let first = credential.bearer().unwrap();
+        assert_eq!(credential.bearer().unwrap(), first, "reused while fresh");
+
+        // Less than a third of its lifetime left: the next call signs a new one.
+        let near_expiry = Utc::now().timestamp() + 60;
+        *credential.cached.lock().unwrap() = Some(("old-token".into(), near_expiry));
+        let renewed = credential.bearer().unwrap();
+
+        assert_ne!(renewed, "Bearer old-token");
+        let principal = TokenVerifier::hs256(SECRET, "signins", "signins")
+            .verify(renewed.trim_start_matches("Bearer "))
+            .unwrap();
+        assert_eq!(principal.subject, "query-service");
+        assert_eq!(principal.tenant_id, None);
+        assert!(principal.has(Role::FlaggingCheck));
+    }
+
     #[test]
     fn role_claims_round_trip() {
         for role in Role::ALL {
@@ -599,6 +906,10 @@ pub struct AuthArgs {
     /// Shared secret for HS256 bearer tokens (development).
     #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// JWKS file with the RS256/ES256 public keys tokens are verified with, chosen by `kid`
+    /// (production). With --jwt-secret as well, HS256 tokens are also accepted.
+    #[arg(long, env = "AUTH_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
     /// Required `iss` of every token.
     #[arg(long, env = "AUTH_JWT_ISSUER", default_value = "signins")]
     pub jwt_issuer: String,
@@ -612,31 +923,88 @@ impl AuthArgs {
     pub fn with_secret(secret: &str) -> Self {
         Self {
             jwt_secret: Some(secret.to_owned()),
+            jwt_jwks_file: None,
             jwt_issuer: "signins".into(),
             jwt_audience: "signins".into(),
         }
     }
 
-    /// The verifier, or the one sentence an operator needs when no key material was given.
-    pub fn verifier(&self) -> Result<TokenVerifier, String> {
-        match self.jwt_secret.as_deref() {
-            Some(secret) if !secret.is_empty() => Ok(TokenVerifier::hs256(
-                secret,
-                &self.jwt_issuer,
-                &self.jwt_audience,
-            )),
-            _ => Err("no token key material: set --jwt-secret or AUTH_JWT_SECRET".into()),
+    /// Production settings: RS256/ES256 keys from a JWKS file, no shared secret.
+    pub fn with_jwks_file(path: &Path) -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_jwks_file: Some(path.to_owned()),
+            jwt_issuer: "signins".into(),
+            jwt_audience: "signins".into(),
         }
     }
 
-    pub fn minter(&self) -> Result<TokenMinter, String> {
-        match self.jwt_secret.as_deref() {
-            Some(secret) if !secret.is_empty() => Ok(TokenMinter::hs256(
+    /// The secret, when one was given and is not empty.
+    pub fn secret(&self) -> Option<&str> {
+        self.jwt_secret
+            .as_deref()
+            .filter(|secret| !secret.is_empty())
+    }
+
+    /// The verifier, or the one sentence an operator needs when no key material was given or
+    /// the JWKS file is unusable.
+    pub fn verifier(&self) -> Result<TokenVerifier, KeyError> {
+        let jwks = self
+            .jwt_jwks_file
+            .as_deref()
+            .map(JwksKeys::load)
+            .transpose()?;
+        match (jwks, self.secret()) {
+            (Some(jwks), secret) => {
+                let verifier = TokenVerifier::jwks(jwks, &self.jwt_issuer, &self.jwt_audience);
+                Ok(match secret {
+                    Some(secret) => verifier.and_hs256(secret),
+                    None => verifier,
+                })
+            }
+            (None, Some(secret)) => Ok(TokenVerifier::hs256(
                 secret,
                 &self.jwt_issuer,
                 &self.jwt_audience,
             )),
-            _ => Err("no token key material: set --jwt-secret or AUTH_JWT_SECRET".into()),
+            (None, None) => Err(KeyError::NoVerificationKey),
+        }
+    }
+
+    /// An HS256 minter with the shared secret.
+    pub fn minter(&self) -> Result<TokenMinter, KeyError> {
+        self.secret()
+            .map(|secret| TokenMinter::hs256(secret, &self.jwt_issuer, &self.jwt_audience))
+            .ok_or(KeyError::NoSigningKey)
+    }
+}
+
+/// How query-service signs its own token for flag-service: with a private key when
+/// flag-service verifies by JWKS, else with the shared secret of [`AuthArgs`].
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServiceKeyArgs {
+    /// PEM private key (EC P-256 for ES256, or RSA for RS256) that signs this service's own
+    /// token; its public half goes into the other service's JWKS.
+    #[arg(long, env = "SERVICE_KEY_FILE")]
+    pub service_key_file: Option<PathBuf>,
+    /// The `kid` of that key; default: its RFC 7638 thumbprint (what `signins-token jwk` prints).
+    #[arg(long, env = "SERVICE_KEY_ID", requires = "service_key_file")]
+    pub service_key_id: Option<String>,
+}
+
+impl ServiceKeyArgs {
+    /// The minter for the service's own credential: the key file if given, else the secret.
+    pub fn minter(&self, auth: &AuthArgs) -> Result<TokenMinter, KeyError> {
+        match &self.service_key_file {
+            Some(path) => {
+                let key = SigningKey::load(path, self.service_key_id.as_deref())?;
+                Ok(TokenMinter::with_key(
+                    &key,
+                    &auth.jwt_issuer,
+                    &auth.jwt_audience,
+                ))
+            }
+            None => auth.minter(),
         }
     }
 }

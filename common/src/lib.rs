@@ -2,13 +2,15 @@
 //! own domain: bearer-token authentication and the per-RPC access table ([`auth`]), the
 //! PostgreSQL pool and versioned migrations ([`db`]), the clock ([`clock`]), logging
 //! ([`telemetry`]), serving with health, reflection and bounded graceful shutdown
-//! ([`serve`]), and duration settings ([`duration`]).
+//! ([`serve`]), TLS settings ([`tls`]), and duration settings ([`duration`]).
 //!
 //! # Layout
-//! - `auth`: JWT verification, roles, the tower layer that enforces the access table, and the
-//!   minter used for service-to-service tokens and development tokens.
+//! - `auth`: JWT verification (HS256 secret, RS256/ES256 from a JWKS file), roles, the tower
+//!   layer that enforces the access table, and the minter used for service-to-service tokens
+//!   and development tokens; `auth::keys` loads JWKS files and PEM private keys.
 //! - `db`: pool construction, the migration runner, database-error classification.
 //! - `serve`: the server assembly both services use; health follows the database.
+//! - `tls`: server certificates, mutual TLS, and query-service's TLS client settings.
 //! - `clock`: the time source, injectable so tests control it.
 
 pub mod auth;
@@ -17,3 +19,4 @@ pub mod db;
 pub mod duration;
 pub mod serve;
 pub mod telemetry;
+pub mod tls;

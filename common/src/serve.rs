@@ -1,6 +1,6 @@
 //! Serving one gRPC service the way both of ours are served: behind the [`AuthLayer`], beside
-//! `grpc.health.v1` (which follows the database) and server reflection v1 and v1alpha, with a
-//! bounded graceful shutdown.
+//! `grpc.health.v1` (which follows the database) and server reflection v1 and v1alpha, over
+//! TLS when configured, with a bounded graceful shutdown.
 
 use crate::auth::AuthLayer;
 use deadpool_postgres::Pool;
@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -21,6 +22,8 @@ const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 pub enum ServeError {
     #[error("could not build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("TLS settings are not usable: {0}")]
+    Tls(String),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -30,12 +33,15 @@ pub enum ServeError {
 pub struct ServeOptions {
     /// How long in-flight calls may take to finish after the stop signal.
     pub grace_period: Duration,
+    /// Serve TLS only, with this certificate (see [`crate::tls::TlsArgs::server_config`]).
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             grace_period: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -94,7 +100,15 @@ where
         let _ = stop_tx.send(());
     };
 
-    let server = tonic::transport::Server::builder()
+    let builder = match options.tls {
+        // TLS terminates in the server itself: every route, health and reflection included,
+        // is reached only through it.
+        Some(tls) => Server::builder()
+            .tls_config(tls)
+            .map_err(|error| ServeError::Tls(crate::tls::error_chain(&error)))?,
+        None => Server::builder(),
+    };
+    let server = builder
         // Auth wraps every route; it lets health and reflection through by path.
         .layer(auth)
         .add_service(health_service)

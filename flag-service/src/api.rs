@@ -123,8 +123,9 @@ impl pb::flag_service_server::FlagService for FlagApi {
         &self,
         request: Request<pb::CheckFlagsRequest>,
     ) -> Result<Response<pb::CheckFlagsResponse>, Status> {
+        let caller = principal(&request)?.clone();
         let checks = convert::checks(request.into_inner())?;
-        let results = self.flagging.check(&checks).await?;
+        let results = self.flagging.check_for(&caller, &checks).await?;
         Ok(Response::new(pb::CheckFlagsResponse {
             results: results
                 .into_iter()

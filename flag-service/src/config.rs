@@ -4,6 +4,7 @@ use clap::Parser;
 use signins_common::auth::AuthArgs;
 use signins_common::duration::parse_duration;
 use signins_common::telemetry::LogFormat;
+use signins_common::tls::TlsArgs;
 use std::time::Duration;
 
 /// Flag sessions for flagged sign-ins: enable, disable and expire flagging per user and client.
@@ -28,6 +29,8 @@ pub struct Config {
     pub retention: Duration,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
@@ -49,6 +52,7 @@ impl Config {
             max_enables_per_hour: 10,
             retention: Duration::from_secs(30 * 86_400),
             auth: AuthArgs::with_secret(jwt_secret),
+            tls: TlsArgs::default(),
             log_format: LogFormat::Pretty,
             database_pool_size: 16,
             shutdown_grace: Duration::from_secs(10),

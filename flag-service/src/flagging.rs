@@ -145,6 +145,23 @@ impl Flagging {
         self.store.check(checks).await
     }
 
+    /// As [`Flagging::check`] for a caller: one whose token names a tenant may ask only about
+    /// that tenant's keys (query-service's own credential names none and asks for all).
+    pub async fn check_for(
+        &self,
+        caller: &Principal,
+        checks: &[FlagCheck],
+    ) -> Result<Vec<Option<Uuid>>, FlagError> {
+        for (index, check) in checks.iter().enumerate() {
+            ensure_tenant(caller, check.key.tenant_id).map_err(|_| {
+                FlagError::PermissionDenied(format!(
+                    "checks[{index}].tenantId: not the caller's tenant"
+                ))
+            })?;
+        }
+        self.check(checks).await
+    }
+
     /// A page of sessions newest first, and the cursor of the next page if there is one.
     pub async fn list(
         &self,

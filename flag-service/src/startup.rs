@@ -5,15 +5,17 @@ use crate::api::{ACCESS, FlagApi};
 use crate::config::Config;
 use crate::flagging::{Flagging, FlaggingSettings};
 use crate::store::{MIGRATIONS, SCHEMA, Store};
-use signins_common::auth::AuthLayer;
+use signins_common::auth::{AuthLayer, KeyError};
 use signins_common::clock::{Clock, SystemClock};
 use signins_common::serve::{ServeError, ServeOptions, serve};
+use signins_common::tls::TlsError;
 use signins_proto::flag::v1::flag_service_server::FlagServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tonic::transport::ServerTlsConfig;
 
 /// No flag-service statement should take long; one that does is cut off rather than queued behind.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,6 +33,10 @@ const RETENTION_INTERVAL: Duration = Duration::from_secs(600);
 pub enum StartupError {
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: String,
@@ -48,6 +54,7 @@ pub struct Application {
     config: Config,
     flagging: Flagging,
     auth: AuthLayer,
+    tls: Option<ServerTlsConfig>,
     store: Store,
 }
 
@@ -69,7 +76,10 @@ impl Application {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        let verifier = config.auth.verifier().map_err(StartupError::Config)?;
+        // Key material and certificates first: a service that cannot authenticate callers or
+        // present its certificate must not touch the database or take a port.
+        let verifier = config.auth.verifier()?;
+        let tls = config.tls.server_config()?;
         let pool = signins_common::db::pool(
             &config.database_url,
             config.database_pool_size,
@@ -100,6 +110,7 @@ impl Application {
             listener,
             local_addr,
             auth: AuthLayer::new(verifier, ACCESS),
+            tls,
             config,
             flagging,
             store,
@@ -114,7 +125,7 @@ impl Application {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        tracing::info!(address = %self.local_addr, flag_ttl = ?self.config.flag_ttl, "flag-service listening");
+        tracing::info!(address = %self.local_addr, tls = self.tls.is_some(), flag_ttl = ?self.config.flag_ttl, "flag-service listening");
         let retention = tokio::spawn(run_retention(self.flagging.clone(), self.config.retention));
         let service = FlagServiceServer::new(FlagApi::new(self.flagging))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
@@ -125,6 +136,7 @@ impl Application {
             self.store.pool().clone(),
             ServeOptions {
                 grace_period: self.config.shutdown_grace,
+                tls: self.tls,
             },
             shutdown,
         )

@@ -1,6 +1,8 @@
--- The sign-in log. Every key and index leads with tenant_id so the table distributes by
--- tenant. Text columns use the "C" collation: comparisons are byte-wise and case-sensitive, as
--- Graph's are, and filters evaluated in memory (WatchSignIns) agree with SQL.
+-- The sign-in log, partitioned by day on created_at so that retention drops whole partitions
+-- (query-service creates them ahead, and on demand for late events). Every key and index leads
+-- with tenant_id so the table distributes by tenant. Text columns use the "C" collation:
+-- comparisons are byte-wise and case-sensitive, as Graph's are, and filters evaluated in
+-- memory (WatchSignIns) agree with SQL.
 CREATE TABLE query.sign_ins (
     tenant_id                   uuid        NOT NULL,
     id                          uuid        NOT NULL,
@@ -40,12 +42,16 @@ CREATE TABLE query.sign_ins (
     flag_session_id             uuid,
     flag_check_pending          boolean     NOT NULL,
     recorded_at                 timestamptz NOT NULL DEFAULT now(),
-    -- Idempotency: a gateway's retry of the same event id is stored once.
-    PRIMARY KEY (tenant_id, id)
-);
+    -- Idempotency: a gateway's retry of an event (same tenant, time and id) is stored once.
+    -- A partitioned table's keys must hold the partition key, hence created_at.
+    PRIMARY KEY (tenant_id, created_at, id)
+) PARTITION BY RANGE (created_at);
 
--- The tenant's log, newest (or oldest) first, and keyset paging on (created_at, id).
-CREATE INDEX sign_ins_by_time ON query.sign_ins (tenant_id, created_at DESC, id DESC);
+-- GetSignIn: one sign-in by id, whatever its day.
+CREATE INDEX sign_ins_by_id ON query.sign_ins (tenant_id, id);
+
+-- The tenant's log, newest (or oldest) first, and keyset paging on (created_at, id), are served
+-- by the primary key itself (scanned backwards for newest first).
 -- One user's sign-ins ("newest 50 of one user", a user's own page).
 CREATE INDEX sign_ins_by_user ON query.sign_ins (tenant_id, user_id, created_at DESC, id DESC);
 -- Flagged sign-ins only: the product's main query and everything help desk reads.

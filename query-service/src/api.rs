@@ -65,12 +65,11 @@ impl SignInApi {
         first_index: usize,
         events: Vec<pb::SignIn>,
     ) -> Result<Vec<crate::domain::sign_in::SignIn>, QueryError> {
-        let now = self.log.now();
-        let skew = self.log.max_clock_skew();
+        let bounds = self.log.time_bounds();
         events
             .into_iter()
             .enumerate()
-            .map(|(offset, event)| convert::sign_in(first_index + offset, event, now, skew))
+            .map(|(offset, event)| convert::sign_in(first_index + offset, event, &bounds))
             .collect()
     }
 }

@@ -1,9 +1,10 @@
 //! query-service's settings: command-line flags, each with an environment variable.
 
 use clap::Parser;
-use signins_common::auth::AuthArgs;
+use signins_common::auth::{AuthArgs, ServiceKeyArgs};
 use signins_common::duration::parse_duration;
 use signins_common::telemetry::LogFormat;
+use signins_common::tls::{FlagServiceTlsArgs, TlsArgs};
 use std::time::Duration;
 
 /// The sign-in log of flagged sign-ins: record and enrich sign-ins, and find them with $filter.
@@ -17,7 +18,7 @@ pub struct Config {
     /// tables in the schema `query`.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
-    /// flag-service, asked whether each sign-in was flagged at its own time.
+    /// flag-service, asked whether each sign-in was flagged at its own time; https:// for TLS.
     #[arg(
         long,
         env = "FLAG_SERVICE_URL",
@@ -31,13 +32,23 @@ pub struct Config {
     #[arg(long, env = "SIGN_IN_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub retention: Duration,
     /// How long a batch waits for flag-service before it is stored as "flag check pending".
-    #[arg(long, env = "FLAG_CHECK_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "FLAG_CHECK_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
     pub flag_check_timeout: Duration,
     /// The longest any one database statement may run.
     #[arg(long, env = "QUERY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub query_timeout: Duration,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub service_key: ServiceKeyArgs,
+    /// Key for ListSignIns page tokens; every replica needs the same. Default: derived from
+    /// --jwt-secret; required when tokens are verified by JWKS only.
+    #[arg(long, env = "PAGE_TOKEN_SECRET", hide_env_values = true)]
+    pub page_token_secret: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub flag_service_tls: FlagServiceTlsArgs,
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
@@ -58,9 +69,13 @@ impl Config {
             flag_service_url: flag_service_url.into(),
             max_clock_skew: Duration::from_secs(300),
             retention: Duration::from_secs(30 * 86_400),
-            flag_check_timeout: Duration::from_secs(2),
+            flag_check_timeout: Duration::from_millis(500),
             query_timeout: Duration::from_secs(5),
             auth: AuthArgs::with_secret(jwt_secret),
+            service_key: ServiceKeyArgs::default(),
+            page_token_secret: None,
+            tls: TlsArgs::default(),
+            flag_service_tls: FlagServiceTlsArgs::default(),
             log_format: LogFormat::Pretty,
             database_pool_size: 16,
             shutdown_grace: Duration::from_secs(10),

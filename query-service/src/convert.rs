@@ -6,6 +6,7 @@ use crate::domain::sign_in::{
     CONDITIONAL_ACCESS_STATUSES, FlagCheck, MAX_TEXT_CHARS, MAX_USER_AGENT_CHARS, RISK_LEVELS,
     RISK_STATES, SignIn, USER_TYPES,
 };
+use crate::domain::sign_in_errors::{self, SignInOutcome};
 use crate::error::QueryError;
 use chrono::{DateTime, Utc};
 use signins_proto::query::v1 as pb;
@@ -14,13 +15,17 @@ use uuid::Uuid;
 /// Most characters of a failure reason or additional details.
 const MAX_DETAILS_CHARS: usize = 1_024;
 
+/// The times an incoming event's createdDateTime may have.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeBounds {
+    /// Older events would fall outside retention and be dropped at once.
+    pub earliest: DateTime<Utc>,
+    /// Now plus the tolerated clock skew.
+    pub latest: DateTime<Utc>,
+}
+
 /// Validates one incoming event; `index` is its position in the batch or stream.
-pub fn sign_in(
-    index: usize,
-    event: pb::SignIn,
-    now: DateTime<Utc>,
-    max_clock_skew: chrono::Duration,
-) -> Result<SignIn, QueryError> {
+pub fn sign_in(index: usize, event: pb::SignIn, bounds: &TimeBounds) -> Result<SignIn, QueryError> {
     let field = |name: &str| format!("signIns[{index}].{name}");
     let text = |name: &str, value: Option<String>| bounded(&field(name), value, MAX_TEXT_CHARS);
     let one_of = |name: &str,
@@ -45,10 +50,22 @@ pub fn sign_in(
         let time = DateTime::from_timestamp(value.seconds, nanos)
             .map(signins_common::clock::truncate_to_micros)
             .ok_or_else(|| QueryError::invalid(field("createdDateTime"), "out of range"))?;
-        if time > now + max_clock_skew {
+        if time > bounds.latest {
             return Err(QueryError::invalid(
                 field("createdDateTime"),
-                format!("more than {} s in the future", max_clock_skew.num_seconds()),
+                format!(
+                    "in the future beyond the tolerated clock skew (latest accepted: {})",
+                    bounds.latest.to_rfc3339()
+                ),
+            ));
+        }
+        if time < bounds.earliest {
+            return Err(QueryError::invalid(
+                field("createdDateTime"),
+                format!(
+                    "older than the retention period (earliest accepted: {})",
+                    bounds.earliest.to_rfc3339()
+                ),
             ));
         }
         time
@@ -190,6 +207,14 @@ pub fn to_wire(sign_in: SignIn) -> pb::SignIn {
             error_code: sign_in.error_code,
             failure_reason: sign_in.failure_reason,
             additional_details: sign_in.additional_details,
+            outcome: Some(
+                match sign_in_errors::outcome(sign_in.error_code) {
+                    SignInOutcome::Success => "success",
+                    SignInOutcome::Failure => "failure",
+                    SignInOutcome::Interrupted => "interrupted",
+                }
+                .to_owned(),
+            ),
         }),
         device_detail: Some(pb::DeviceDetail {
             device_id: sign_in.device_id,
@@ -230,7 +255,12 @@ mod tests {
     }
 
     fn check(event: pb::SignIn) -> Result<SignIn, QueryError> {
-        sign_in(3, event, Utc::now(), chrono::Duration::minutes(5))
+        let now = Utc::now();
+        let bounds = TimeBounds {
+            earliest: now - chrono::Duration::days(30),
+            latest: now + chrono::Duration::minutes(5),
+        };
+        sign_in(3, event, &bounds)
     }
 
     #[test]

@@ -1,19 +1,21 @@
 //! query-service's client of flag-service: one CheckFlags call per batch of sign-ins, each
 //! asked at the event's own time, with query-service's own short-lived credential and a short
-//! deadline so a slow flag-service never holds up ingestion.
+//! deadline so a slow flag-service never holds up ingestion; over TLS for an https:// URL.
 
 use crate::domain::sign_in::{FlagCheck, SignIn};
 use signins_common::auth::ServiceCredential;
 use signins_proto::flag::v1 as pb;
 use signins_proto::flag::v1::flag_service_client::FlagServiceClient;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlagCheckError {
     #[error("invalid flag-service URL: {0}")]
     InvalidUrl(String),
+    #[error("TLS towards flag-service is not usable: {0}")]
+    Tls(String),
     #[error("cannot sign query-service's credential: {0}")]
     Credential(String),
     #[error("flag-service answered {code:?}: {message}")]
@@ -31,16 +33,23 @@ pub struct FlagChecker {
 
 impl FlagChecker {
     /// Connects lazily: query-service starts, and records sign-ins, while flag-service is down.
+    /// `tls` is required for an https:// URL (see `signins_common::tls::FlagServiceTlsArgs`).
     pub fn new(
         url: &str,
         credential: ServiceCredential,
         deadline: Duration,
+        tls: Option<ClientTlsConfig>,
     ) -> Result<Self, FlagCheckError> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
+        let mut endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|error| FlagCheckError::InvalidUrl(error.to_string()))?
             .connect_timeout(deadline)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30));
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|error| FlagCheckError::Tls(signins_common::tls::error_chain(&error)))?;
+        }
         Ok(Self {
             client: FlagServiceClient::new(endpoint.connect_lazy()),
             credential,

@@ -3,13 +3,14 @@
 //! falling back to "pending" when it cannot be asked), re-check pending events in the
 //! background, and read the log inside the caller's scope.
 
+use crate::convert::TimeBounds;
 use crate::domain::filter::{self, Expr};
 use crate::domain::sign_in::{FlagCheck, Order, ReadScope, SignIn};
 use crate::enrich;
 use crate::error::QueryError;
 use crate::flag_client::FlagChecker;
 use crate::page_token::PageTokenKey;
-use crate::store::{ListQuery, Store};
+use crate::store::{ListQuery, ResolvedFlag, Store};
 use chrono::{DateTime, Utc};
 use signins_common::auth::{Principal, Role};
 use signins_common::clock::Clock;
@@ -25,7 +26,11 @@ const RECHECK_BATCH: i64 = 1_000;
 #[derive(Debug, Clone)]
 pub struct SignInLogSettings {
     pub max_clock_skew: chrono::Duration,
+    pub retention: chrono::Duration,
 }
+
+/// Days of partitions kept ready ahead of today (and one behind, for events a little late).
+const PARTITIONS_AHEAD: i64 = 3;
 
 #[derive(Debug, Clone)]
 pub struct SignInLog {
@@ -78,8 +83,24 @@ impl SignInLog {
         self.clock.now()
     }
 
-    pub fn max_clock_skew(&self) -> chrono::Duration {
-        self.settings.max_clock_skew
+    /// What createdDateTime may be now: within retention, and not beyond the clock skew.
+    pub fn time_bounds(&self) -> TimeBounds {
+        let now = self.clock.now();
+        TimeBounds {
+            earliest: now - self.settings.retention,
+            latest: now + self.settings.max_clock_skew,
+        }
+    }
+
+    /// Creates the partitions of yesterday to a few days ahead, and drops those past retention.
+    pub async fn maintain_partitions(&self) -> Result<Vec<chrono::NaiveDate>, QueryError> {
+        let today = self.clock.now().date_naive();
+        let days = (-1..=PARTITIONS_AHEAD)
+            .filter_map(|offset| today.checked_add_signed(chrono::Duration::days(offset)));
+        self.store.ensure_partitions(days).await?;
+        self.store
+            .drop_partitions_before(self.clock.now() - self.settings.retention)
+            .await
     }
 
     /// Enriches and stores a validated batch; acknowledged means committed.
@@ -204,13 +225,21 @@ impl SignInLog {
             .check(&pending)
             .await
             .map_err(|error| RecheckError::FlagService(error.to_string()))?;
-        let resolved: Vec<(Uuid, Uuid, Option<Uuid>)> = pending
+        let resolved: Vec<ResolvedFlag> = pending
             .iter()
             .zip(flags)
-            .filter_map(|(sign_in, flag)| match flag {
-                FlagCheck::NotFlagged => Some((sign_in.tenant_id, sign_in.id, None)),
-                FlagCheck::Flagged(session) => Some((sign_in.tenant_id, sign_in.id, Some(session))),
-                FlagCheck::Pending => None,
+            .filter_map(|(sign_in, flag)| {
+                let session = match flag {
+                    FlagCheck::NotFlagged => None,
+                    FlagCheck::Flagged(session) => Some(session),
+                    FlagCheck::Pending => return None,
+                };
+                Some(ResolvedFlag {
+                    tenant_id: sign_in.tenant_id,
+                    created_at: sign_in.created_at,
+                    id: sign_in.id,
+                    session,
+                })
             })
             .collect();
         self.store

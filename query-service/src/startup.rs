@@ -8,15 +8,20 @@ use crate::flag_client::FlagChecker;
 use crate::page_token::PageTokenKey;
 use crate::sign_ins::{SignInLog, SignInLogSettings};
 use crate::store::{MIGRATIONS, SCHEMA, Store};
-use signins_common::auth::{AuthLayer, Role, ServiceCredential};
+use signins_common::auth::{AuthLayer, KeyError, Role, ServiceCredential};
 use signins_common::clock::{Clock, SystemClock};
 use signins_common::serve::{ServeError, ServeOptions, serve};
+use signins_common::tls::TlsError;
 use signins_proto::query::v1::sign_in_service_server::SignInServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tonic::transport::ServerTlsConfig;
+
+/// How often partitions are created ahead and old ones dropped.
+const PARTITION_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Lifetime of query-service's own token towards flag-service; renewed well before expiry.
 const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(300);
@@ -25,6 +30,10 @@ const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(300);
 pub enum StartupError {
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: String,
@@ -32,6 +41,8 @@ pub enum StartupError {
     },
     #[error("database: {0}")]
     Database(#[from] signins_common::db::DbError),
+    #[error("cannot prepare sign-in partitions: {0}")]
+    Partitions(String),
     #[error("flag-service client: {0}")]
     FlagService(#[from] crate::flag_client::FlagCheckError),
     #[error(transparent)]
@@ -44,6 +55,7 @@ pub struct Application {
     config: Config,
     log: SignInLog,
     auth: AuthLayer,
+    tls: Option<ServerTlsConfig>,
     store: Store,
 }
 
@@ -65,9 +77,15 @@ impl Application {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        let verifier = config.auth.verifier().map_err(StartupError::Config)?;
-        let minter = config.auth.minter().map_err(StartupError::Config)?;
-        let secret = config.auth.jwt_secret.clone().unwrap_or_default();
+        // Key material and certificates first: a service that cannot authenticate callers,
+        // sign its own credential or present its certificate must not touch the database.
+        let verifier = config.auth.verifier()?;
+        let minter = config.service_key.minter(&config.auth)?;
+        let page_token_key = page_token_key(&config)?;
+        let tls = config.tls.server_config()?;
+        let flag_service_tls = config
+            .flag_service_tls
+            .client_config(&config.flag_service_url)?;
         let pool = signins_common::db::pool(
             &config.database_url,
             config.database_pool_size,
@@ -95,21 +113,32 @@ impl Application {
             &config.flag_service_url,
             credential,
             config.flag_check_timeout,
+            flag_service_tls,
         )?;
         let max_clock_skew = chrono::Duration::from_std(config.max_clock_skew)
             .map_err(|_| StartupError::Config("--max-clock-skew is out of range".into()))?;
+        let retention = chrono::Duration::from_std(config.retention)
+            .map_err(|_| StartupError::Config("--retention is out of range".into()))?;
         let store = Store::new(pool);
         let log = SignInLog::new(
             store.clone(),
             checker,
             clock,
-            PageTokenKey::derive(secret.as_bytes()),
-            SignInLogSettings { max_clock_skew },
+            page_token_key,
+            SignInLogSettings {
+                max_clock_skew,
+                retention,
+            },
         );
+        // Today's partitions exist before the first call is served.
+        log.maintain_partitions()
+            .await
+            .map_err(|error| StartupError::Partitions(error.to_string()))?;
         Ok(Self {
             listener,
             local_addr,
             auth: AuthLayer::new(verifier, ACCESS),
+            tls,
             config,
             log,
             store,
@@ -124,13 +153,9 @@ impl Application {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        tracing::info!(address = %self.local_addr, flag_service = %self.config.flag_service_url, "query-service listening");
+        tracing::info!(address = %self.local_addr, tls = self.tls.is_some(), flag_service = %self.config.flag_service_url, "query-service listening");
         let rechecks = tokio::spawn(self.log.clone().run_rechecks());
-        let retention = tokio::spawn(run_retention(
-            self.store.clone(),
-            self.log.clone(),
-            self.config.retention,
-        ));
+        let partitions = tokio::spawn(maintain_partitions(self.log.clone()));
         let service = SignInServiceServer::new(SignInApi::new(self.log));
         let result = serve(
             self.listener,
@@ -139,27 +164,43 @@ impl Application {
             self.store.pool().clone(),
             ServeOptions {
                 grace_period: self.config.shutdown_grace,
+                tls: self.tls,
             },
             shutdown,
         )
         .await;
         rechecks.abort();
-        retention.abort();
+        partitions.abort();
         Ok(result?)
     }
 }
 
-async fn run_retention(store: Store, log: SignInLog, retention: Duration) {
-    let mut interval = tokio::time::interval(Duration::from_secs(600));
-    let Ok(retention) = chrono::Duration::from_std(retention) else {
-        return;
-    };
+/// The page-token key: from --page-token-secret, else from the JWT secret. Replicas must share
+/// it (a token from one is opened by another), so a random per-process key is no fallback.
+fn page_token_key(config: &Config) -> Result<PageTokenKey, StartupError> {
+    config
+        .page_token_secret
+        .as_deref()
+        .filter(|secret| !secret.is_empty())
+        .or(config.auth.secret())
+        .map(|secret| PageTokenKey::derive(secret.as_bytes()))
+        .ok_or_else(|| {
+            StartupError::Config(
+                "no key for page tokens: set --page-token-secret or PAGE_TOKEN_SECRET (the same on every replica)".into(),
+            )
+        })
+}
+
+/// Keeps partitions ready ahead and drops those past retention, hourly.
+async fn maintain_partitions(log: SignInLog) {
+    let mut interval = tokio::time::interval(PARTITION_MAINTENANCE_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        match store.delete_older_than(log.now() - retention).await {
-            Ok(0) => {}
-            Ok(deleted) => tracing::info!(deleted, "retention deleted old sign-ins"),
-            Err(error) => tracing::warn!(%error, "retention failed; will retry"),
+        match log.maintain_partitions().await {
+            Ok(dropped) if dropped.is_empty() => {}
+            Ok(dropped) => tracing::info!(?dropped, "retention dropped sign-in partitions"),
+            Err(error) => tracing::warn!(%error, "partition maintenance failed; will retry"),
         }
     }
 }

@@ -1,14 +1,19 @@
 //! SQL over `query.sign_ins`: one function per statement, every value a parameter. The
 //! `$filter` arrives already translated into a condition with its own parameters.
+//!
+//! The table is partitioned by UTC day. Partitions are created ahead of time by a background
+//! task and on demand for the days a batch touches; retention drops whole partitions.
 
 use crate::domain::filter::{self, Expr, SqlValue};
 use crate::domain::sign_in::{FlagCheck, Order, ReadScope, SignIn};
 use crate::error::QueryError;
+use chrono::NaiveDate;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use postgres_types::ToSql;
 use signins_common::db::Migration;
-use std::sync::LazyLock;
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock, Mutex};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -78,7 +83,7 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "INSERT INTO query.sign_ins ({}) SELECT * FROM unnest({arrays}) ON CONFLICT (tenant_id, id) DO NOTHING",
+        "INSERT INTO query.sign_ins ({}) SELECT * FROM unnest({arrays}) ON CONFLICT (tenant_id, created_at, id) DO NOTHING",
         *COLUMN_LIST
     )
 });
@@ -141,20 +146,28 @@ pub struct ListQuery<'a> {
     pub limit: i64,
 }
 
-/// A sign-in still waiting for its flag check.
-#[derive(Debug, Clone)]
-pub struct PendingFlag {
-    pub sign_in: SignIn,
+/// The flag found for a sign-in whose check was pending; `session` is `None` when not flagged.
+#[derive(Debug, Clone, Copy)]
+pub struct ResolvedFlag {
+    pub tenant_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+    pub session: Option<Uuid>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    /// Days whose partition this process knows to exist; a miss costs one DDL statement.
+    partitions: Arc<Mutex<HashSet<NaiveDate>>>,
 }
 
 impl Store {
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            partitions: Arc::default(),
+        }
     }
 
     pub fn pool(&self) -> &Pool {
@@ -167,11 +180,117 @@ impl Store {
         if sign_ins.is_empty() {
             return Ok(0);
         }
+        let days: HashSet<NaiveDate> = sign_ins
+            .iter()
+            .map(|sign_in| sign_in.created_at.date_naive())
+            .collect();
+        self.ensure_partitions(days.iter().copied()).await?;
         let columns = Columns::from(sign_ins);
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(&INSERT).await?;
-        let recorded = client.execute(&statement, &columns.params()).await?;
-        Ok(recorded)
+        match client.execute(&statement, &columns.params()).await {
+            Ok(recorded) => Ok(recorded),
+            // Another replica's retention dropped a partition this process still had cached.
+            Err(error) if is_missing_partition(&error) => {
+                self.forget_partitions();
+                self.ensure_partitions(days).await?;
+                Ok(client.execute(&statement, &columns.params()).await?)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Creates the partitions of these days unless they exist.
+    pub async fn ensure_partitions(
+        &self,
+        days: impl IntoIterator<Item = NaiveDate>,
+    ) -> Result<(), QueryError> {
+        let missing: Vec<NaiveDate> = {
+            let known = self
+                .partitions
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            days.into_iter()
+                .filter(|day| !known.contains(day))
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let client = self.pool.get().await?;
+        for day in missing {
+            let Some(next) = day.succ_opt() else { continue };
+            // DDL takes no parameters; the name and bounds are formatted from a date, never from
+            // request text. The advisory lock keeps replicas from racing on the same partition.
+            client
+                .batch_execute(&format!(
+                    "BEGIN;
+                     SELECT pg_advisory_xact_lock(hashtextextended('query.sign_ins partitions', 0));
+                     CREATE TABLE IF NOT EXISTS query.{} PARTITION OF query.sign_ins
+                         FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00');
+                     COMMIT;",
+                    partition_name(day)
+                ))
+                .await?;
+            self.partitions
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(day);
+        }
+        Ok(())
+    }
+
+    fn forget_partitions(&self) {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+    }
+
+    /// Drops the partitions that hold only sign-ins created before `cutoff`; returns their days.
+    pub async fn drop_partitions_before(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Vec<NaiveDate>, QueryError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT c.relname FROM pg_inherits i
+                 JOIN pg_class c ON c.oid = i.inhrelid
+                 JOIN pg_class p ON p.oid = i.inhparent
+                 JOIN pg_namespace n ON n.oid = p.relnamespace
+                 WHERE n.nspname = 'query' AND p.relname = 'sign_ins'",
+                &[],
+            )
+            .await?;
+        let cutoff_day = cutoff.date_naive();
+        let mut dropped = Vec::new();
+        for row in rows {
+            let name: String = row.try_get(0)?;
+            let Some(day) = partition_day(&name) else {
+                continue;
+            };
+            // A partition covers [day, day + 1); it goes when all of it is older than the cutoff.
+            if day.succ_opt().is_some_and(|next| next <= cutoff_day) {
+                client
+                    .batch_execute(&format!(
+                        "DROP TABLE IF EXISTS query.{}",
+                        partition_name(day)
+                    ))
+                    .await?;
+                dropped.push(day);
+            }
+        }
+        if !dropped.is_empty() {
+            let mut known = self
+                .partitions
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for day in &dropped {
+                known.remove(day);
+            }
+        }
+        Ok(dropped)
     }
 
     pub async fn list(&self, query: &ListQuery<'_>) -> Result<Vec<SignIn>, QueryError> {
@@ -244,25 +363,25 @@ impl Store {
 
     /// Sets the flag of sign-ins that were pending; a sign-in no longer pending is left as it
     /// is, so each event gets its flag exactly once. Returns how many were updated.
-    pub async fn resolve_flag_checks(
-        &self,
-        resolved: &[(Uuid, Uuid, Option<Uuid>)],
-    ) -> Result<u64, QueryError> {
+    pub async fn resolve_flag_checks(&self, resolved: &[ResolvedFlag]) -> Result<u64, QueryError> {
         if resolved.is_empty() {
             return Ok(0);
         }
-        let tenants: Vec<Uuid> = resolved.iter().map(|(tenant, _, _)| *tenant).collect();
-        let ids: Vec<Uuid> = resolved.iter().map(|(_, id, _)| *id).collect();
-        let sessions: Vec<Option<Uuid>> = resolved.iter().map(|(_, _, session)| *session).collect();
+        let tenants: Vec<Uuid> = resolved.iter().map(|flag| flag.tenant_id).collect();
+        let times: Vec<DateTime<Utc>> = resolved.iter().map(|flag| flag.created_at).collect();
+        let ids: Vec<Uuid> = resolved.iter().map(|flag| flag.id).collect();
+        let sessions: Vec<Option<Uuid>> = resolved.iter().map(|flag| flag.session).collect();
         let client = self.pool.get().await?;
         let updated = client
             .execute(
                 "UPDATE query.sign_ins s
                  SET flagged_for_review = v.session_id IS NOT NULL, flag_session_id = v.session_id,
                      flag_check_pending = false
-                 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS v(tenant_id, id, session_id)
-                 WHERE s.tenant_id = v.tenant_id AND s.id = v.id AND s.flag_check_pending",
-                &[&tenants, &ids, &sessions],
+                 FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[])
+                      AS v(tenant_id, created_at, id, session_id)
+                 WHERE s.tenant_id = v.tenant_id AND s.created_at = v.created_at AND s.id = v.id
+                   AND s.flag_check_pending",
+                &[&tenants, &times, &ids, &sessions],
             )
             .await?;
         Ok(updated)
@@ -415,25 +534,32 @@ impl Columns {
     }
 }
 
-impl Store {
-    /// Deletes sign-ins created before `cutoff`, a few thousand per statement so no statement
-    /// holds locks for long; returns how many.
-    pub async fn delete_older_than(&self, cutoff: DateTime<Utc>) -> Result<u64, QueryError> {
-        let client = self.pool.get().await?;
-        let mut total = 0;
-        loop {
-            let deleted = client
-                .execute(
-                    "DELETE FROM query.sign_ins WHERE (tenant_id, id) IN (
-                         SELECT tenant_id, id FROM query.sign_ins WHERE created_at < $1 LIMIT 5000
-                     )",
-                    &[&cutoff],
-                )
-                .await?;
-            total += deleted;
-            if deleted < 5000 {
-                return Ok(total);
-            }
-        }
+fn partition_name(day: NaiveDate) -> String {
+    format!("sign_ins_p{}", day.format("%Y%m%d"))
+}
+
+fn partition_day(name: &str) -> Option<NaiveDate> {
+    let digits = name.strip_prefix("sign_ins_p")?;
+    NaiveDate::parse_from_str(digits, "%Y%m%d").ok()
+}
+
+/// PostgreSQL's "no partition of relation … found for row".
+fn is_missing_partition(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION)
+        && error
+            .as_db_error()
+            .is_some_and(|db| db.message().starts_with("no partition"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_round_trip_and_other_tables_are_ignored() {
+        let day = NaiveDate::from_ymd_opt(2026, 12, 3).unwrap();
+        assert_eq!(partition_name(day), "sign_ins_p20261203");
+        assert_eq!(partition_day("sign_ins_p20261203"), Some(day));
+        assert_eq!(partition_day("sign_ins_default"), None);
     }
 }

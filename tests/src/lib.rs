@@ -2,12 +2,15 @@
 //! in-process on port 0 against it, and typed gRPC clients that carry a bearer token, exactly
 //! as a gateway or a dashboard would call them.
 //!
+//! Tests that need other settings (JWKS keys, TLS) start the same services through
+//! [`TestSystem::start_custom`], editing each service's `Config` before it is built.
+//!
 //! PostgreSQL is found at `TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); a test that cannot reach it fails with a
 //! sentence saying so, it never skips.
 
 use chrono::{DateTime, Utc};
-use signins_common::auth::{Role, TokenMinter};
+use signins_common::auth::{Claims, Role, TokenMinter};
 use signins_common::clock::{Clock, ManualClock, SystemClock};
 use signins_proto::flag::v1::flag_service_client::FlagServiceClient;
 use signins_proto::query::v1::sign_in_service_client::SignInServiceClient;
@@ -115,6 +118,8 @@ pub struct Options {
     /// A clock shared by both services, moved by hand; `None` for the wall clock.
     pub clock: Option<ManualClock>,
     pub flag_check_timeout: Duration,
+    /// query-service's `--retention`; long by default so tests may record historic sign-ins.
+    pub retention: Duration,
 }
 
 impl Default for Options {
@@ -124,6 +129,7 @@ impl Default for Options {
             max_enables_per_hour: 10,
             clock: None,
             flag_check_timeout: Duration::from_secs(2),
+            retention: Duration::from_secs(3650 * 86_400),
         }
     }
 }
@@ -132,6 +138,8 @@ impl Default for Options {
 #[derive(Debug)]
 pub struct Running {
     pub addr: SocketAddr,
+    /// `https` when the service was started with a certificate.
+    pub scheme: &'static str,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -148,7 +156,7 @@ impl Running {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 }
 
@@ -170,17 +178,39 @@ where
     (stop, tokio::spawn(run(stopped)))
 }
 
-pub async fn start_flag_service(database_url: &str, options: &Options, listen: &str) -> Running {
+/// flag-service's settings as the harness starts it: port `listen`, the test secret.
+pub fn flag_service_config(
+    database_url: &str,
+    options: &Options,
+    listen: &str,
+) -> flag_service::Config {
     let mut config = flag_service::Config::new(database_url, SECRET);
     config.listen = listen.into();
     config.flag_ttl = options.flag_ttl;
     config.max_enables_per_hour = options.max_enables_per_hour;
     config.shutdown_grace = Duration::from_secs(2);
-    let clock: Arc<dyn Clock> = match &options.clock {
+    config
+}
+
+fn clock_of(options: &Options) -> Arc<dyn Clock> {
+    match &options.clock {
         Some(clock) => Arc::new(clock.clone()),
         None => Arc::new(SystemClock),
+    }
+}
+
+pub async fn start_flag_service(database_url: &str, options: &Options, listen: &str) -> Running {
+    start_flag_service_with(flag_service_config(database_url, options, listen), options).await
+}
+
+/// Starts flag-service with exactly these settings (and the clock of `options`).
+pub async fn start_flag_service_with(config: flag_service::Config, options: &Options) -> Running {
+    let scheme = if config.tls.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
     };
-    let app = flag_service::Application::build_with_clock(config, clock)
+    let app = flag_service::Application::build_with_clock(config, clock_of(options))
         .await
         .expect("flag-service starts");
     let addr = app.local_addr();
@@ -193,9 +223,23 @@ pub async fn start_flag_service(database_url: &str, options: &Options, listen: &
     });
     Running {
         addr,
+        scheme,
         stop: Some(stop),
         task: Some(task),
     }
+}
+
+/// query-service's settings as the harness starts it: port 0, the test secret.
+pub fn query_service_config(
+    database_url: &str,
+    flag_service_url: &str,
+    options: &Options,
+) -> query_service::Config {
+    let mut config = query_service::Config::new(database_url, flag_service_url, SECRET);
+    config.flag_check_timeout = options.flag_check_timeout;
+    config.retention = options.retention;
+    config.shutdown_grace = Duration::from_secs(2);
+    config
 }
 
 pub async fn start_query_service(
@@ -203,14 +247,21 @@ pub async fn start_query_service(
     flag_service_url: &str,
     options: &Options,
 ) -> Running {
-    let mut config = query_service::Config::new(database_url, flag_service_url, SECRET);
-    config.flag_check_timeout = options.flag_check_timeout;
-    config.shutdown_grace = Duration::from_secs(2);
-    let clock: Arc<dyn Clock> = match &options.clock {
-        Some(clock) => Arc::new(clock.clone()),
-        None => Arc::new(SystemClock),
+    start_query_service_with(
+        query_service_config(database_url, flag_service_url, options),
+        options,
+    )
+    .await
+}
+
+/// Starts query-service with exactly these settings (and the clock of `options`).
+pub async fn start_query_service_with(config: query_service::Config, options: &Options) -> Running {
+    let scheme = if config.tls.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
     };
-    let app = query_service::Application::build_with_clock(config, clock)
+    let app = query_service::Application::build_with_clock(config, clock_of(options))
         .await
         .expect("query-service starts");
     let addr = app.local_addr();
@@ -223,6 +274,7 @@ pub async fn start_query_service(
     });
     Running {
         addr,
+        scheme,
         stop: Some(stop),
         task: Some(task),
     }
@@ -254,6 +306,38 @@ impl TestSystem {
             options,
             minter: TokenMinter::hs256(SECRET, "signins", "signins"),
         }
+    }
+
+    /// Both services with settings of the test's own: `flag` edits flag-service's config,
+    /// then `query` edits query-service's (whose `flag_service_url` already points at the
+    /// flag-service just started); `minter` signs the tokens of [`TestSystem::token`].
+    pub async fn start_custom(
+        options: Options,
+        minter: TokenMinter,
+        flag: impl FnOnce(&mut flag_service::Config),
+        query: impl FnOnce(&mut query_service::Config),
+    ) -> TestSystem {
+        let database = TestDatabase::create().await;
+        let mut flag_config = flag_service_config(&database.url, &options, "127.0.0.1:0");
+        flag(&mut flag_config);
+        let flag_service = start_flag_service_with(flag_config, &options).await;
+        let mut query_config = query_service_config(&database.url, &flag_service.url(), &options);
+        query(&mut query_config);
+        let query_service = start_query_service_with(query_config, &options).await;
+        TestSystem {
+            flag: flag_service,
+            query: query_service,
+            database,
+            options,
+            minter,
+        }
+    }
+
+    /// A token from claims edited by the test (an `exp` in the past, another `aud`, ...).
+    pub fn signed(&self, subject: &str, edit: impl FnOnce(&mut Claims)) -> String {
+        let mut claims = self.minter.claims(subject, Duration::from_secs(3600));
+        edit(&mut claims);
+        self.minter.sign(&claims).expect("sign token")
     }
 
     /// The current time of the system's clock.
@@ -339,6 +423,35 @@ impl Bearer {
 
 pub type FlagClient = FlagServiceClient<InterceptedService<Channel, Bearer>>;
 pub type QueryClient = SignInServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// A channel over TLS to `url` (https://...), trusting only `ca_pem`; with `identity`
+/// (certificate and key PEM) the client presents a certificate too (mutual TLS).
+pub async fn tls_channel(
+    url: &str,
+    ca_pem: &[u8],
+    identity: Option<(&[u8], &[u8])>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+    }
+    Channel::from_shared(url.to_owned())
+        .expect("url")
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+/// A flag-service client on a channel of the test's making (e.g. [`tls_channel`]).
+pub fn flag_client_on(channel: Channel, token: &str) -> FlagClient {
+    FlagServiceClient::with_interceptor(channel, Bearer::new(token))
+}
+
+/// A query-service client on a channel of the test's making (e.g. [`tls_channel`]).
+pub fn query_client_on(channel: Channel, token: &str) -> QueryClient {
+    SignInServiceClient::with_interceptor(channel, Bearer::new(token))
+}
 
 pub async fn flag_client(addr: SocketAddr, token: &str) -> FlagClient {
     FlagServiceClient::with_interceptor(TestSystem::channel(addr).await, Bearer::new(token))

@@ -4,8 +4,12 @@
 // Tests fail loudly on purpose.
 #![allow(clippy::unwrap_used)]
 
+mod access;
 mod flag_sessions;
 mod flagging;
+mod jwks;
 mod operations;
+mod pki;
 mod recording;
 mod story;
+mod tls;

@@ -90,7 +90,7 @@ async fn a_stream_of_events_is_stored_once_and_counted() {
     let system = TestSystem::start().await;
     let mut gateway = system.query_client(&system.gateway_token()).await;
     let key = Key::random();
-    let events: Vec<_> = (0..1_200)
+    let events: Vec<_> = (0..10_000)
         .map(|_| key.sign_in_at(Utc::now(), "user@contoso.com", 0))
         .collect();
 
@@ -105,8 +105,8 @@ async fn a_stream_of_events_is_stored_once_and_counted() {
         .unwrap()
         .into_inner();
 
-    assert_eq!((first.recorded, first.duplicates), (1_200, 0));
-    assert_eq!((again.recorded, again.duplicates), (0, 1_200));
+    assert_eq!((first.recorded, first.duplicates), (10_000, 0));
+    assert_eq!((again.recorded, again.duplicates), (0, 10_000));
 }
 
 #[tokio::test]
@@ -196,4 +196,164 @@ fn reader_token(tenant: uuid::Uuid) -> String {
             Duration::from_secs(600),
         )
         .unwrap()
+}
+
+#[tokio::test]
+async fn partitions_for_the_days_ahead_exist_after_start() {
+    let system = TestSystem::start().await;
+    let client = system.database.connect().await;
+
+    let partitions: Vec<String> = client
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'query.sign_ins'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+
+    let today = Utc::now().date_naive();
+    for offset in -1..=3 {
+        let day = today + chrono::Duration::days(offset);
+        let name = format!("sign_ins_p{}", day.format("%Y%m%d"));
+        assert!(
+            partitions.contains(&name),
+            "{name} missing from {partitions:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn retention_drops_whole_partitions_past_the_retention_period() {
+    let system = TestSystem::start().await;
+    let mut gateway = system.query_client(&system.gateway_token()).await;
+    let key = Key::random();
+    let old = key.sign_in_at(
+        Utc::now() - chrono::Duration::days(40),
+        "user@contoso.com",
+        0,
+    );
+    let recent = key.sign_in_at(
+        Utc::now() - chrono::Duration::days(2),
+        "user@contoso.com",
+        0,
+    );
+    gateway
+        .record_sign_ins(query::RecordSignInsRequest {
+            sign_ins: vec![old.clone(), recent.clone()],
+        })
+        .await
+        .unwrap();
+
+    // A replica started with the default 30-day retention maintains partitions at start-up.
+    let options = Options {
+        retention: Duration::from_secs(30 * 86_400),
+        ..Options::default()
+    };
+    let replica =
+        signins_tests::start_query_service(&system.database.url, &system.flag.url(), &options)
+            .await;
+
+    let client = system.database.connect().await;
+    let stored: Vec<String> = client
+        .query("SELECT id::text FROM query.sign_ins", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let old_partition = format!(
+        "query.sign_ins_p{}",
+        (Utc::now() - chrono::Duration::days(40)).format("%Y%m%d")
+    );
+    let exists: Option<String> = client
+        .query_one("SELECT to_regclass($1)::text", &[&old_partition])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, vec![recent.id]);
+    assert_eq!(exists, None);
+
+    let mut replica_gateway = signins_tests::query_client(replica.addr, &gateway_token()).await;
+    let refused = replica_gateway
+        .record_sign_ins(query::RecordSignInsRequest {
+            sign_ins: vec![old],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .starts_with("signIns[0].createdDateTime: older than the retention period"),
+        "{}",
+        refused.message()
+    );
+}
+
+#[tokio::test]
+async fn every_catalogued_error_code_gets_its_failure_reason_and_outcome() {
+    let system = TestSystem::start().await;
+    let mut gateway = system.query_client(&system.gateway_token()).await;
+    let mut reader = system
+        .query_client(&system.reader_token(Key::random().tenant))
+        .await;
+    let key = Key::random();
+    let mut reader_of_key = system.query_client(&system.reader_token(key.tenant)).await;
+    let catalogue = query_service::domain::sign_in_errors::CATALOGUE;
+    let events: Vec<_> = catalogue
+        .iter()
+        .map(|entry| key.sign_in_at(Utc::now(), "user@contoso.com", entry.code))
+        .collect();
+
+    gateway
+        .record_sign_ins(query::RecordSignInsRequest {
+            sign_ins: events.clone(),
+        })
+        .await
+        .unwrap();
+
+    assert!(catalogue.len() >= 40);
+    for (event, entry) in events.iter().zip(catalogue) {
+        let stored = reader_of_key
+            .get_sign_in(query::GetSignInRequest {
+                id: event.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let status = stored.status.unwrap();
+        let expected_outcome = match entry.outcome {
+            query_service::domain::sign_in_errors::SignInOutcome::Success => "success",
+            query_service::domain::sign_in_errors::SignInOutcome::Failure => "failure",
+            query_service::domain::sign_in_errors::SignInOutcome::Interrupted => "interrupted",
+        };
+        assert_eq!(
+            status.outcome.as_deref(),
+            Some(expected_outcome),
+            "code {}",
+            entry.code
+        );
+        if entry.code == 0 {
+            assert_eq!(status.failure_reason, None);
+        } else {
+            assert_eq!(
+                status.failure_reason.as_deref(),
+                Some(entry.failure_reason),
+                "code {}",
+                entry.code
+            );
+            assert!(status.additional_details.is_some(), "code {}", entry.code);
+        }
+    }
+    // Another tenant's reader finds none of them.
+    let other = reader
+        .list_sign_ins(query::ListSignInsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(other.sign_ins.is_empty());
 }
