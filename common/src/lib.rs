@@ -15,5 +15,8 @@ pub mod auth;
 pub mod clock;
 pub mod db;
 pub mod duration;
+pub mod metrics;
+pub mod rpc_telemetry;
 pub mod serve;
+pub mod sql_trace;
 pub mod telemetry;

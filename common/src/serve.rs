@@ -1,8 +1,10 @@
-//! Serving one gRPC service the way both of ours are served: behind the [`AuthLayer`], beside
+//! Serving one gRPC service the way both of ours are served: behind the [`RpcTelemetryLayer`]
+//! and the [`AuthLayer`], beside
 //! `grpc.health.v1` (which follows the database) and server reflection v1 and v1alpha, with a
 //! bounded graceful shutdown.
 
 use crate::auth::AuthLayer;
+use crate::rpc_telemetry::RpcTelemetryLayer;
 use deadpool_postgres::Pool;
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,12 +32,15 @@ pub enum ServeError {
 pub struct ServeOptions {
     /// How long in-flight calls may take to finish after the stop signal.
     pub grace_period: Duration,
+    /// Server spans and RPC metrics; the default traces and counts nothing.
+    pub telemetry: RpcTelemetryLayer,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             grace_period: Duration::from_secs(10),
+            telemetry: RpcTelemetryLayer::default(),
         }
     }
 }
@@ -94,9 +99,16 @@ where
         let _ = stop_tx.send(());
     };
 
-    let server = tonic::transport::Server::builder()
+    // The middleware of every call, outermost first.
+    let layers = tower::ServiceBuilder::new()
+        // Trace context and RPC metrics: outermost, so that every call, including those auth
+        // refuses, gets a server span continuing the caller's trace and is counted with the
+        // code it was answered with.
+        .layer(options.telemetry)
         // Auth wraps every route; it lets health and reflection through by path.
-        .layer(auth)
+        .layer(auth);
+    let server = tonic::transport::Server::builder()
+        .layer(layers)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -170,6 +170,13 @@ pub fn install(settings: TelemetrySettings) -> Result<TelemetryGuard, TelemetryE
     Ok(TelemetryGuard { provider })
 }
 
+/// Runs `future` without producing spans (nor exporting any its callees open): for polls
+/// that run every few seconds and would otherwise each be a trace of their own.
+pub fn untraced<F: std::future::Future>(future: F) -> impl std::future::Future<Output = F::Output> {
+    use opentelemetry::context::FutureExt as _;
+    future.with_context(opentelemetry::Context::current().with_telemetry_suppressed())
+}
+
 /// The resource: `OTEL_RESOURCE_ATTRIBUTES`, the SDK's own attributes, and `service.name`
 /// from `OTEL_SERVICE_NAME`, else from `OTEL_RESOURCE_ATTRIBUTES`, else the default.
 fn resource(settings: &TelemetrySettings) -> Resource {
