@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod flagging;
+mod metrics;
 mod operations;
 mod recording;
 mod story;
