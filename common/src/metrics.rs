@@ -173,22 +173,22 @@ impl Collector for PoolCollector {
         let gauges = [
             (
                 "db_pool_connections_in_use",
-                "Database connections lent out to a statement now",
+                "Database connections lent out to a statement now.",
                 status.size.saturating_sub(status.available),
             ),
             (
                 "db_pool_connections_idle",
-                "Database connections open and waiting in the pool",
+                "Database connections open and waiting in the pool.",
                 status.available,
             ),
             (
                 "db_pool_max_connections",
-                "The most database connections the pool opens",
+                "The most database connections the pool opens.",
                 status.max_size,
             ),
             (
                 "db_pool_waiting",
-                "Tasks waiting for a database connection now",
+                "Tasks waiting for a database connection now.",
                 status.waiting,
             ),
         ];
