@@ -34,11 +34,16 @@ impl Drop for Service {
 }
 
 fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -66,10 +71,17 @@ const CODES: [i32; 6] = [0, 0, 0, 50126, 50074, 53003];
 /// A realistic event: one in a hundred from the flagged key.
 fn event(tenant: Uuid, users: &[Uuid], flagged_user: Uuid, n: usize) -> query::SignIn {
     let flagged = n % 100 == 0;
-    let user = if flagged { flagged_user } else { users[n % users.len()] };
+    let user = if flagged {
+        flagged_user
+    } else {
+        users[n % users.len()]
+    };
     query::SignIn {
         id: Uuid::new_v4().to_string(),
-        created_date_time: Some(prost_types::Timestamp { seconds: Utc::now().timestamp(), nanos: 0 }),
+        created_date_time: Some(prost_types::Timestamp {
+            seconds: Utc::now().timestamp(),
+            nanos: 0,
+        }),
         tenant_id: tenant.to_string(),
         user_id: user.to_string(),
         user_principal_name: Some(format!("user{}@contoso.com", n % users.len())),
@@ -85,10 +97,21 @@ fn event(tenant: Uuid, users: &[Uuid], flagged_user: Uuid, n: usize) -> query::S
         correlation_id: Some(Uuid::new_v4().to_string()),
         is_interactive: Some(true),
         conditional_access_status: Some("notApplied".into()),
-        status: Some(query::SignInStatus { error_code: CODES[n % CODES.len()], ..Default::default() }),
+        status: Some(query::SignInStatus {
+            error_code: CODES[n % CODES.len()],
+            ..Default::default()
+        }),
         device_detail: Some(query::DeviceDetail {
-            device_id: Some(if flagged { "flagged-device".into() } else { format!("device-{}", n % 500) }),
-            browser_id: Some(if flagged { "flagged-browser".into() } else { format!("browser-{}", n % 700) }),
+            device_id: Some(if flagged {
+                "flagged-device".into()
+            } else {
+                format!("device-{}", n % 500)
+            }),
+            browser_id: Some(if flagged {
+                "flagged-browser".into()
+            } else {
+                format!("browser-{}", n % 700)
+            }),
             ..Default::default()
         }),
         location: Some(query::SignInLocation {
@@ -104,12 +127,20 @@ fn event(tenant: Uuid, users: &[Uuid], flagged_user: Uuid, n: usize) -> query::S
 
 #[tokio::main]
 async fn main() {
-    let total: usize = std::env::var("INGEST_EVENTS").ok().and_then(|n| n.parse().ok()).unwrap_or(200_000);
+    let total: usize = std::env::var("INGEST_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200_000);
     let admin = admin_url();
-    let (admin_client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("PostgreSQL");
+    let (admin_client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL");
     tokio::spawn(connection);
     let database = format!("signins_bench_{}", Uuid::new_v4().simple());
-    admin_client.batch_execute(&format!("CREATE DATABASE {database}")).await.unwrap();
+    admin_client
+        .batch_execute(&format!("CREATE DATABASE {database}"))
+        .await
+        .unwrap();
     let database_url = format!("{}/{database}", admin.rsplit_once('/').unwrap().0);
 
     // flag-service in this process; query-service as its own process so its memory is its own.
@@ -134,27 +165,47 @@ async fn main() {
     let pid = service.0.id();
 
     let channel = loop {
-        if let Ok(channel) = Channel::from_shared(format!("http://{query_addr}")).unwrap().connect().await {
+        if let Ok(channel) = Channel::from_shared(format!("http://{query_addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
             break channel;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let minter = TokenMinter::hs256(SECRET, "signins", "signins");
-    let gateway = minter.mint("bench-gateway", None, &[Role::SignInLogsWrite, Role::FlaggingWrite], Duration::from_secs(3600)).unwrap();
+    let gateway = minter
+        .mint(
+            "bench-gateway",
+            None,
+            &[Role::SignInLogsWrite, Role::FlaggingWrite],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
 
     let tenant = Uuid::new_v4();
     let users: Vec<Uuid> = (0..1_000).map(|_| Uuid::new_v4()).collect();
     let flagged_user = Uuid::new_v4();
     let mut flags = flag::flag_service_client::FlagServiceClient::new(
-        Channel::from_shared(format!("http://{flag_addr}")).unwrap().connect().await.unwrap(),
+        Channel::from_shared(format!("http://{flag_addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
     );
     let mut enable = tonic::Request::new(flag::EnableFlaggingRequest {
         tenant_id: tenant.to_string(),
         user_id: flagged_user.to_string(),
-        client: Some(flag::Client { device_id: "flagged-device".into(), browser_id: "flagged-browser".into() }),
+        client: Some(flag::Client {
+            device_id: "flagged-device".into(),
+            browser_id: "flagged-browser".into(),
+        }),
         ..Default::default()
     });
-    enable.metadata_mut().insert("authorization", bearer(&gateway));
+    enable
+        .metadata_mut()
+        .insert("authorization", bearer(&gateway));
     flags.enable_flagging(enable).await.unwrap();
 
     let batches: Vec<Vec<query::SignIn>> = (0..total)
@@ -178,38 +229,77 @@ async fn main() {
             let mut recorded = 0;
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(batch) = batches.get(index) else { break };
-                let mut request = tonic::Request::new(query::RecordSignInsRequest { sign_ins: batch.clone() });
-                request.metadata_mut().insert("authorization", bearer(&token));
-                recorded += client.record_sign_ins(request).await.unwrap().into_inner().recorded;
+                let Some(batch) = batches.get(index) else {
+                    break;
+                };
+                let mut request = tonic::Request::new(query::RecordSignInsRequest {
+                    sign_ins: batch.clone(),
+                });
+                request
+                    .metadata_mut()
+                    .insert("authorization", bearer(&token));
+                recorded += client
+                    .record_sign_ins(request)
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .recorded;
             }
             recorded
         })
     });
-    let recorded: i64 = futures::future::join_all(clients).await.into_iter().map(Result::unwrap).sum();
+    let recorded: i64 = futures::future::join_all(clients)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .sum();
     let ingest = started.elapsed();
     let peak_rss = peak_rss_kib(pid);
     assert_eq!(recorded as usize, total);
 
-    let db = tokio_postgres::connect(&database_url, tokio_postgres::NoTls).await.unwrap();
+    let db = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(db.1);
     let db = db.0;
-    let flagged: i64 = db.query_one("SELECT count(*) FROM query.sign_ins WHERE flagged_for_review", &[]).await.unwrap().get(0);
-    let pending: i64 = db.query_one("SELECT count(*) FROM query.sign_ins WHERE flag_check_pending", &[]).await.unwrap().get(0);
+    let flagged: i64 = db
+        .query_one(
+            "SELECT count(*) FROM query.sign_ins WHERE flagged_for_review",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let pending: i64 = db
+        .query_one(
+            "SELECT count(*) FROM query.sign_ins WHERE flag_check_pending",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
 
     // The baseline: the stored rows, copied out in binary and back into the emptied table.
     let mut dump = Vec::new();
-    let copy_out = db.copy_out("COPY query.sign_ins TO STDOUT (FORMAT binary)").await.unwrap();
+    let copy_out = db
+        .copy_out("COPY query.sign_ins TO STDOUT (FORMAT binary)")
+        .await
+        .unwrap();
     futures::pin_mut!(copy_out);
     while let Some(chunk) = copy_out.next().await {
         dump.extend_from_slice(&chunk.unwrap());
     }
     db.batch_execute("TRUNCATE query.sign_ins").await.unwrap();
     let started = Instant::now();
-    let sink = db.copy_in::<_, bytes::Bytes>("COPY query.sign_ins FROM STDIN (FORMAT binary)").await.unwrap();
+    let sink = db
+        .copy_in::<_, bytes::Bytes>("COPY query.sign_ins FROM STDIN (FORMAT binary)")
+        .await
+        .unwrap();
     futures::pin_mut!(sink);
     for chunk in dump.chunks(1 << 20) {
-        sink.send(bytes::Bytes::copy_from_slice(chunk)).await.unwrap();
+        sink.send(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
     }
     let copied = sink.finish().await.unwrap();
     let copy = started.elapsed();
@@ -218,12 +308,27 @@ async fn main() {
     let ingest_rate = total as f64 / ingest.as_secs_f64();
     let copy_rate = total as f64 / copy.as_secs_f64();
     println!("events: {total} in batches of {BATCH}, {CLIENTS} concurrent clients");
-    println!("RecordSignIns end to end (enrichment + CheckFlags + insert): {:>9.0} rows/s ({:.2} s)", ingest_rate, ingest.as_secs_f64());
-    println!("binary COPY of the same rows into the same table:           {:>9.0} rows/s ({:.2} s)", copy_rate, copy.as_secs_f64());
+    println!(
+        "RecordSignIns end to end (enrichment + CheckFlags + insert): {:>9.0} rows/s ({:.2} s)",
+        ingest_rate,
+        ingest.as_secs_f64()
+    );
+    println!(
+        "binary COPY of the same rows into the same table:           {:>9.0} rows/s ({:.2} s)",
+        copy_rate,
+        copy.as_secs_f64()
+    );
     println!("ratio ingest / COPY: {:.2}", ingest_rate / copy_rate);
     println!("flagged: {flagged}, pending: {pending}");
-    println!("query-service peak RSS: {:.1} MiB (after start-up: {:.1} MiB)", peak_rss as f64 / 1024.0, rss_before as f64 / 1024.0);
+    println!(
+        "query-service peak RSS: {:.1} MiB (after start-up: {:.1} MiB)",
+        peak_rss as f64 / 1024.0,
+        rss_before as f64 / 1024.0
+    );
 
     drop(service);
-    admin_client.batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).await.unwrap();
+    admin_client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        .await
+        .unwrap();
 }
