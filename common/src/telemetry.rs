@@ -199,3 +199,34 @@ fn resource(settings: &TelemetrySettings) -> Resource {
         .with_service_name(service_name)
         .build()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use opentelemetry_sdk::trace::InMemorySpanExporter;
+    use tracing::Instrument;
+
+    #[tokio::test]
+    async fn spans_opened_inside_untraced_are_not_exported_and_others_are() {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let _default = tracing::subscriber::set_default(subscriber);
+
+        untraced(async { tracing::info_span!("idle_poll").in_scope(|| ()) }).await;
+        async {}.instrument(tracing::info_span!("work")).await;
+
+        let names: Vec<String> = exporter
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .map(|span| span.name.into_owned())
+            .collect();
+        assert_eq!(names, ["work"]);
+    }
+}
