@@ -1,8 +1,9 @@
 //! Plumbing that flag-service and query-service share, so each service crate holds only its
 //! own domain: bearer-token authentication and the per-RPC access table ([`auth`]), the
-//! PostgreSQL pool and versioned migrations ([`db`]), the clock ([`clock`]), logging
-//! ([`telemetry`]), serving with health, reflection and bounded graceful shutdown
-//! ([`serve`]), and duration settings ([`duration`]).
+//! PostgreSQL pool and versioned migrations ([`db`]), the clock ([`clock`]), logs and traces
+//! ([`telemetry`], [`rpc_telemetry`], [`sql_trace`]), metrics ([`metrics`]), serving with
+//! health, reflection and bounded graceful shutdown ([`serve`]), and duration settings
+//! ([`duration`]).
 //!
 //! # Layout
 //! - `auth`: JWT verification, roles, the tower layer that enforces the access table, and the
@@ -10,6 +11,10 @@
 //! - `db`: pool construction, the migration runner, database-error classification.
 //! - `serve`: the server assembly both services use; health follows the database.
 //! - `clock`: the time source, injectable so tests control it.
+//! - `telemetry`: the subscriber (log lines with trace ids, OpenTelemetry, OTLP export).
+//! - `rpc_telemetry`: the server span and RPC metrics of every call; the client span.
+//! - `sql_trace`: the span of one SQL statement.
+//! - `metrics`: the Prometheus registry, shared metrics and the `/metrics` endpoint.
 
 pub mod auth;
 pub mod clock;

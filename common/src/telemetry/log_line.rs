@@ -45,7 +45,7 @@ where
 
 /// The event formatter of both formats.
 #[derive(Debug)]
-pub enum LogLine {
+pub(super) enum LogLine {
     Pretty,
     Json(Format<Json>),
 }
