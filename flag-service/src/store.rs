@@ -1,11 +1,14 @@
-//! SQL over `flag.flag_sessions`: one function per statement, every value a parameter.
+//! SQL over `flag.flag_sessions`: one function per statement, every value a parameter, each
+//! statement in its own span ([`sql_trace`]).
 
 use crate::domain::{FlagCheck, FlagKey, FlagSession, SessionQuery, Trigger};
 use crate::error::FlagError;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use signins_common::db::Migration;
+use signins_common::sql_trace;
 use tokio_postgres::Row;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// The schema flag-service owns; its migration history lives there too.
@@ -100,24 +103,25 @@ impl Store {
             "flag-enable:{}:{}",
             session.key.tenant_id, session.key.user_id
         );
+        let sql = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
         transaction
-            .execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                &[&lock],
-            )
+            .execute(sql, &[&lock])
+            .instrument(sql_trace::span(sql))
             .await?;
         if let Some(active) = in_force(&transaction, &session.key, now).await? {
             transaction.commit().await?;
             return Ok(EnableOutcome::AlreadyActive(active));
         }
         let window_start = now - chrono::Duration::hours(1);
+        let sql = "SELECT enabled_at FROM flag.flag_sessions
+             WHERE tenant_id = $1 AND user_id = $2 AND enabled_at > $3
+             ORDER BY enabled_at";
         let recent: Vec<DateTime<Utc>> = transaction
             .query(
-                "SELECT enabled_at FROM flag.flag_sessions
-                 WHERE tenant_id = $1 AND user_id = $2 AND enabled_at > $3
-                 ORDER BY enabled_at",
+                sql,
                 &[&session.key.tenant_id, &session.key.user_id, &window_start],
             )
+            .instrument(sql_trace::span(sql))
             .await?
             .iter()
             .map(|row| row.try_get(0))
@@ -127,13 +131,14 @@ impl Store {
             return Ok(EnableOutcome::OverLimit(recent));
         }
         let trigger = &session.trigger;
+        let sql = format!(
+            "INSERT INTO flag.flag_sessions ({COLUMNS}) VALUES
+             ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, NULL, $10, $11, $12, $13, $14, $15, $16)
+             ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
+        );
         let inserted = transaction
             .query_opt(
-                &format!(
-                    "INSERT INTO flag.flag_sessions ({COLUMNS}) VALUES
-                     ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, NULL, $10, $11, $12, $13, $14, $15, $16)
-                     ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
-                ),
+                &sql,
                 &[
                     &session.id,
                     &session.key.tenant_id,
@@ -153,20 +158,22 @@ impl Store {
                     &trigger.occurred_at,
                 ],
             )
+            .instrument(sql_trace::span(&sql))
             .await?;
         let outcome = match inserted {
             Some(row) => EnableOutcome::Created(session_from_row(&row)?),
             // The exclusion constraint refused an overlap: another replica whose clock runs a
             // little ahead started this key's session. Return that one.
             None => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM flag.flag_sessions
+                     WHERE tenant_id = $1 AND user_id = $2 AND device_id = $3 AND browser_id = $4
+                       AND LEAST(expires_at, COALESCE(disabled_at, expires_at)) > $5
+                     ORDER BY enabled_at DESC LIMIT 1"
+                );
                 let row = transaction
                     .query_one(
-                        &format!(
-                            "SELECT {COLUMNS} FROM flag.flag_sessions
-                             WHERE tenant_id = $1 AND user_id = $2 AND device_id = $3 AND browser_id = $4
-                               AND LEAST(expires_at, COALESCE(disabled_at, expires_at)) > $5
-                             ORDER BY enabled_at DESC LIMIT 1"
-                        ),
+                        &sql,
                         &[
                             &session.key.tenant_id,
                             &session.key.user_id,
@@ -175,6 +182,7 @@ impl Store {
                             &now,
                         ],
                     )
+                    .instrument(sql_trace::span(&sql))
                     .await?;
                 EnableOutcome::AlreadyActive(session_from_row(&row)?)
             }
@@ -191,12 +199,13 @@ impl Store {
         disabled_by: &str,
     ) -> Result<Option<FlagSession>, FlagError> {
         let client = self.pool.get().await?;
+        let sql = format!(
+            "UPDATE flag.flag_sessions SET disabled_at = $5, disabled_by = $6
+             WHERE {KEY_IN_FORCE_AT_5} RETURNING {COLUMNS}"
+        );
         let ended = client
             .query_opt(
-                &format!(
-                    "UPDATE flag.flag_sessions SET disabled_at = $5, disabled_by = $6
-                     WHERE {KEY_IN_FORCE_AT_5} RETURNING {COLUMNS}"
-                ),
+                &sql,
                 &[
                     &key.tenant_id,
                     &key.user_id,
@@ -206,18 +215,20 @@ impl Store {
                     &disabled_by,
                 ],
             )
+            .instrument(sql_trace::span(&sql))
             .await?;
         if let Some(row) = ended {
             return Ok(Some(session_from_row(&row)?));
         }
+        let sql = format!(
+            "SELECT {COLUMNS} FROM flag.flag_sessions
+             WHERE tenant_id = $1 AND user_id = $2 AND device_id = $3 AND browser_id = $4
+               AND enabled_at <= $5
+             ORDER BY enabled_at DESC LIMIT 1"
+        );
         let last = client
             .query_opt(
-                &format!(
-                    "SELECT {COLUMNS} FROM flag.flag_sessions
-                     WHERE tenant_id = $1 AND user_id = $2 AND device_id = $3 AND browser_id = $4
-                       AND enabled_at <= $5
-                     ORDER BY enabled_at DESC LIMIT 1"
-                ),
+                &sql,
                 &[
                     &key.tenant_id,
                     &key.user_id,
@@ -226,6 +237,7 @@ impl Store {
                     &now,
                 ],
             )
+            .instrument(sql_trace::span(&sql))
             .await?;
         last.map(|row| session_from_row(&row))
             .transpose()
@@ -250,9 +262,7 @@ impl Store {
             times.push(check.at);
         }
         let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT c.ord, s.id
+        let sql = "SELECT c.ord, s.id
                  FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])
                       WITH ORDINALITY AS c(tenant_id, user_id, device_id, browser_id, at, ord)
                  LEFT JOIN LATERAL (
@@ -263,12 +273,15 @@ impl Store {
                        AND c.at < LEAST(f.expires_at, COALESCE(f.disabled_at, f.expires_at))
                      ORDER BY f.enabled_at DESC LIMIT 1
                  ) s ON true
-                 ORDER BY c.ord",
-            )
-            .await?;
-        let rows = client
-            .query(&statement, &[&tenants, &users, &devices, &browsers, &times])
-            .await?;
+                 ORDER BY c.ord";
+        let rows = async {
+            let statement = client.prepare_cached(sql).await?;
+            client
+                .query(&statement, &[&tenants, &users, &devices, &browsers, &times])
+                .await
+        }
+        .instrument(sql_trace::span(sql))
+        .await?;
         let mut results = vec![None; checks.len()];
         for row in rows {
             let ordinal: i64 = row.try_get(0)?;
@@ -293,9 +306,7 @@ impl Store {
             None => (None, None),
         };
         let limit = i64::from(query.page_size) + 1;
-        let rows = client
-            .query(
-                &format!(
+        let sql = format!(
                     "SELECT {COLUMNS} FROM flag.flag_sessions
                      WHERE tenant_id = $1
                        AND ($2::uuid IS NULL OR user_id = $2)
@@ -303,9 +314,21 @@ impl Store {
                        AND ($5::timestamptz IS NULL OR (enabled_at, id) < ($5, $6::uuid))
                      ORDER BY enabled_at DESC, id DESC
                      LIMIT $7"
-                ),
-                &[&query.tenant_id, &query.user_id, &query.active_only, &now, &after_time, &after_id, &limit],
+                );
+        let rows = client
+            .query(
+                &sql,
+                &[
+                    &query.tenant_id,
+                    &query.user_id,
+                    &query.active_only,
+                    &now,
+                    &after_time,
+                    &after_id,
+                    &limit,
+                ],
             )
+            .instrument(sql_trace::span(&sql))
             .await?;
         rows.iter()
             .map(session_from_row)
@@ -320,15 +343,29 @@ impl Store {
         batch: i64,
     ) -> Result<u64, FlagError> {
         let client = self.pool.get().await?;
+        let sql = "DELETE FROM flag.flag_sessions WHERE (tenant_id, id) IN (
+                 SELECT tenant_id, id FROM flag.flag_sessions WHERE expires_at < $1 LIMIT $2
+             )";
         let deleted = client
-            .execute(
-                "DELETE FROM flag.flag_sessions WHERE (tenant_id, id) IN (
-                     SELECT tenant_id, id FROM flag.flag_sessions WHERE expires_at < $1 LIMIT $2
-                 )",
-                &[&cutoff, &batch],
-            )
+            .execute(sql, &[&cutoff, &batch])
+            .instrument(sql_trace::span(sql))
             .await?;
         Ok(deleted)
+    }
+
+    /// How many sessions are in force at `now`, across tenants (for the metrics).
+    pub async fn count_active(&self, now: DateTime<Utc>) -> Result<u64, FlagError> {
+        let client = self.pool.get().await?;
+        // `expires_at > $1` first: the expiry index narrows the scan to recent sessions.
+        let sql = "SELECT count(*) FROM flag.flag_sessions
+             WHERE expires_at > $1 AND enabled_at <= $1
+               AND (disabled_at IS NULL OR disabled_at > $1)";
+        let row = client
+            .query_one(sql, &[&now])
+            .instrument(sql_trace::span(sql))
+            .await?;
+        let count: i64 = row.try_get(0)?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 }
 
@@ -337,11 +374,21 @@ async fn in_force<C: GenericClient>(
     key: &FlagKey,
     at: DateTime<Utc>,
 ) -> Result<Option<FlagSession>, FlagError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM flag.flag_sessions WHERE {KEY_IN_FORCE_AT_5} ORDER BY enabled_at DESC LIMIT 1"
+    );
     let row = client
         .query_opt(
-            &format!("SELECT {COLUMNS} FROM flag.flag_sessions WHERE {KEY_IN_FORCE_AT_5} ORDER BY enabled_at DESC LIMIT 1"),
-            &[&key.tenant_id, &key.user_id, &key.device_id, &key.browser_id, &at],
+            &sql,
+            &[
+                &key.tenant_id,
+                &key.user_id,
+                &key.device_id,
+                &key.browser_id,
+                &at,
+            ],
         )
+        .instrument(sql_trace::span(&sql))
         .await?;
     row.map(|row| session_from_row(&row))
         .transpose()

@@ -7,6 +7,7 @@
 mod access;
 mod flagging;
 mod jwks;
+mod metrics;
 mod operations;
 mod pki;
 mod recording;
