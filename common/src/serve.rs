@@ -1,8 +1,9 @@
-//! Serving one gRPC service the way both of ours are served: behind the [`AuthLayer`], beside
-//! `grpc.health.v1` (which follows the database) and server reflection v1 and v1alpha, over
-//! TLS when configured, with a bounded graceful shutdown.
+//! Serving one gRPC service the way both of ours are served: behind the [`RpcTelemetryLayer`]
+//! and the [`AuthLayer`], beside `grpc.health.v1` (which follows the database) and server
+//! reflection v1 and v1alpha, over TLS when configured, with a bounded graceful shutdown.
 
 use crate::auth::AuthLayer;
+use crate::rpc_telemetry::RpcTelemetryLayer;
 use deadpool_postgres::Pool;
 use std::convert::Infallible;
 use std::future::Future;
@@ -35,6 +36,8 @@ pub struct ServeOptions {
     pub grace_period: Duration,
     /// Serve TLS only, with this certificate (see [`crate::tls::TlsArgs::server_config`]).
     pub tls: Option<ServerTlsConfig>,
+    /// Server spans and RPC metrics; the default traces and counts nothing.
+    pub telemetry: RpcTelemetryLayer,
 }
 
 impl Default for ServeOptions {
@@ -42,6 +45,7 @@ impl Default for ServeOptions {
         Self {
             grace_period: Duration::from_secs(10),
             tls: None,
+            telemetry: RpcTelemetryLayer::default(),
         }
     }
 }
@@ -100,6 +104,14 @@ where
         let _ = stop_tx.send(());
     };
 
+    // The middleware of every call, outermost first.
+    let layers = tower::ServiceBuilder::new()
+        // Trace context and RPC metrics: outermost, so that every call, including those auth
+        // refuses, gets a server span continuing the caller's trace and is counted with the
+        // code it was answered with.
+        .layer(options.telemetry)
+        // Auth wraps every route; it lets health and reflection through by path.
+        .layer(auth);
     let builder = match options.tls {
         // TLS terminates in the server itself: every route, health and reflection included,
         // is reached only through it.
@@ -109,8 +121,7 @@ where
         None => Server::builder(),
     };
     let server = builder
-        // Auth wraps every route; it lets health and reflection through by path.
-        .layer(auth)
+        .layer(layers)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -9,6 +9,7 @@
 //! - `api`: the tonic service and the access table; transport only.
 //! - `convert`: wire ↔ domain, validation with field-named errors.
 //! - `flagging`: the rules (idempotent enable, rate limit, tenant checks, retention).
+//! - `metrics`: the Prometheus metrics, and the active-session gauge.
 //! - `domain`: flag keys, flag sessions and their state at a time.
 //! - `store`: the SQL, and the migrations this service owns (schema `flag`).
 //! - `error`: the error type and its one mapping to gRPC status.
@@ -19,6 +20,7 @@ pub mod convert;
 pub mod domain;
 pub mod error;
 pub mod flagging;
+pub mod metrics;
 pub mod startup;
 pub mod store;
 

@@ -1,4 +1,4 @@
-//! The `flag-service` binary: settings, logging, then the [`Application`] until SIGTERM.
+//! The `flag-service` binary: settings, telemetry, then the [`Application`] until SIGTERM.
 
 use clap::Parser;
 use flag_service::{Application, Config};
@@ -7,7 +7,14 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    signins_common::telemetry::init(config.log_format);
+    // Held to the end: dropping it flushes the traces not yet exported.
+    let _telemetry = match signins_common::telemetry::init("flag-service", config.log_format) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("flag-service: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let application = match Application::build(config).await {
         Ok(application) => application,
         Err(error) => {

@@ -4,9 +4,11 @@
 use crate::api::{ACCESS, FlagApi};
 use crate::config::Config;
 use crate::flagging::{Flagging, FlaggingSettings};
+use crate::metrics::Metrics;
 use crate::store::{MIGRATIONS, SCHEMA, Store};
 use signins_common::auth::{AuthLayer, KeyError};
 use signins_common::clock::{Clock, SystemClock};
+use signins_common::rpc_telemetry::RpcTelemetryLayer;
 use signins_common::serve::{ServeError, ServeOptions, serve};
 use signins_common::tls::TlsError;
 use signins_proto::flag::v1::flag_service_server::FlagServiceServer;
@@ -56,6 +58,9 @@ pub struct Application {
     auth: AuthLayer,
     tls: Option<ServerTlsConfig>,
     store: Store,
+    metrics: Metrics,
+    /// Bound only when `--metrics-listen` is set.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl std::fmt::Debug for Application {
@@ -97,7 +102,21 @@ impl Application {
             address: config.listen.clone(),
             source,
         })?;
+        let metrics_listener = match &config.metrics_listen {
+            Some(address) => {
+                Some(
+                    TcpListener::bind(address)
+                        .await
+                        .map_err(|source| StartupError::Bind {
+                            address: address.clone(),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
         let store = Store::new(pool);
+        let metrics = Metrics::new(&store, clock.clone());
         let flagging = Flagging::new(
             store.clone(),
             clock,
@@ -114,11 +133,20 @@ impl Application {
             config,
             flagging,
             store,
+            metrics,
+            metrics_listener,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where metrics are served, when `--metrics-listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     pub async fn run_until_stopped<F>(self, shutdown: F) -> Result<(), StartupError>
@@ -127,6 +155,12 @@ impl Application {
     {
         tracing::info!(address = %self.local_addr, tls = self.tls.is_some(), flag_ttl = ?self.config.flag_ttl, "flag-service listening");
         let retention = tokio::spawn(run_retention(self.flagging.clone(), self.config.retention));
+        let metrics = self.metrics_listener.map(|listener| {
+            tokio::spawn(signins_common::metrics::serve(
+                listener,
+                self.metrics.endpoint.clone(),
+            ))
+        });
         let service = FlagServiceServer::new(FlagApi::new(self.flagging))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let result = serve(
@@ -137,11 +171,15 @@ impl Application {
             ServeOptions {
                 grace_period: self.config.shutdown_grace,
                 tls: self.tls,
+                telemetry: RpcTelemetryLayer::new(self.metrics.rpc.clone()),
             },
             shutdown,
         )
         .await;
         retention.abort();
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         Ok(result?)
     }
 }

@@ -1,12 +1,15 @@
-//! SQL over `flag.flag_sessions`: one function per statement, every value a parameter.
+//! SQL over `flag.flag_sessions`: one function per statement, every value a parameter, each
+//! statement in its own span ([`sql_trace`]).
 
 use crate::domain::{FlagCheck, FlagKey, FlagSession, SessionQuery, Trigger};
 use crate::error::FlagError;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use signins_common::db::Migration;
+use signins_common::sql_trace;
 use std::sync::LazyLock;
 use tokio_postgres::Row;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// The schema flag-service owns; its migration history lives there too.
@@ -199,75 +202,87 @@ impl Store {
         // Per user, not per key: the rate limit counts all of a user's sessions. The lock is
         // the database's, so it serialises enables across every replica.
         let lock = format!("flag-enable:{}:{}", key.tenant_id, key.user_id);
-        let statement = transaction
-            .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .await?;
-        transaction.execute(&statement, &[&lock]).await?;
+        let sql = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
+        async {
+            let statement = transaction.prepare_cached(sql).await?;
+            transaction.execute(&statement, &[&lock]).await
+        }
+        .instrument(sql_trace::span(sql))
+        .await?;
         if let Some(active) = in_force(&transaction, key, now).await? {
             transaction.commit().await?;
             return Ok(EnableOutcome::AlreadyActive(active));
         }
         let window_start = now - chrono::Duration::hours(1);
-        let statement = transaction
-            .prepare_cached(
-                "SELECT enabled_at FROM flag.flag_sessions
-                 WHERE tenant_id = $1 AND user_id = $2 AND enabled_at > $3
-                 ORDER BY enabled_at",
-            )
-            .await?;
-        let recent: Vec<DateTime<Utc>> = transaction
-            .query(&statement, &[&key.tenant_id, &key.user_id, &window_start])
-            .await?
-            .iter()
-            .map(|row| row.try_get(0))
-            .collect::<Result<_, _>>()?;
+        let sql = "SELECT enabled_at FROM flag.flag_sessions
+                   WHERE tenant_id = $1 AND user_id = $2 AND enabled_at > $3
+                   ORDER BY enabled_at";
+        let recent: Vec<DateTime<Utc>> = async {
+            let statement = transaction.prepare_cached(sql).await?;
+            transaction
+                .query(&statement, &[&key.tenant_id, &key.user_id, &window_start])
+                .await
+        }
+        .instrument(sql_trace::span(sql))
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
         if recent.len() >= max_per_hour as usize {
             transaction.commit().await?;
             return Ok(EnableOutcome::OverLimit(recent));
         }
         let trigger = &session.trigger;
-        let statement = transaction.prepare_cached(&INSERT).await?;
-        let inserted = transaction
-            .query_opt(
-                &statement,
-                &[
-                    &session.id,
-                    &key.tenant_id,
-                    &key.user_id,
-                    &key.device_id,
-                    &key.browser_id,
-                    &session.user_principal_name,
-                    &session.enabled_at,
-                    &session.expires_at,
-                    &session.enabled_by,
-                    &trigger.error_code,
-                    &trigger.request_id,
-                    &trigger.correlation_id,
-                    &trigger.app_id,
-                    &trigger.app_display_name,
-                    &trigger.ip_address,
-                    &trigger.occurred_at,
-                ],
-            )
-            .await?;
+        let inserted = async {
+            let statement = transaction.prepare_cached(&INSERT).await?;
+            transaction
+                .query_opt(
+                    &statement,
+                    &[
+                        &session.id,
+                        &key.tenant_id,
+                        &key.user_id,
+                        &key.device_id,
+                        &key.browser_id,
+                        &session.user_principal_name,
+                        &session.enabled_at,
+                        &session.expires_at,
+                        &session.enabled_by,
+                        &trigger.error_code,
+                        &trigger.request_id,
+                        &trigger.correlation_id,
+                        &trigger.app_id,
+                        &trigger.app_display_name,
+                        &trigger.ip_address,
+                        &trigger.occurred_at,
+                    ],
+                )
+                .await
+        }
+        .instrument(sql_trace::span(&INSERT))
+        .await?;
         let outcome = match inserted {
             Some(row) => EnableOutcome::Created(session_from_row(&row)?),
             // The exclusion constraint refused an overlap: another replica whose clock runs a
             // little ahead started this key's session. Return that one.
             None => {
-                let statement = transaction.prepare_cached(&NOT_ENDED_AT_5).await?;
-                let row = transaction
-                    .query_one(
-                        &statement,
-                        &[
-                            &key.tenant_id,
-                            &key.user_id,
-                            &key.device_id,
-                            &key.browser_id,
-                            &now,
-                        ],
-                    )
-                    .await?;
+                let row = async {
+                    let statement = transaction.prepare_cached(&NOT_ENDED_AT_5).await?;
+                    transaction
+                        .query_one(
+                            &statement,
+                            &[
+                                &key.tenant_id,
+                                &key.user_id,
+                                &key.device_id,
+                                &key.browser_id,
+                                &now,
+                            ],
+                        )
+                        .await
+                }
+                .instrument(sql_trace::span(&NOT_ENDED_AT_5))
+                .await?;
                 EnableOutcome::AlreadyActive(session_from_row(&row)?)
             }
         };
@@ -283,36 +298,44 @@ impl Store {
         disabled_by: &str,
     ) -> Result<Option<FlagSession>, FlagError> {
         let client = self.pool.get().await?;
-        let statement = client.prepare_cached(&DISABLE_AT_5).await?;
-        let ended = client
-            .query_opt(
-                &statement,
-                &[
-                    &key.tenant_id,
-                    &key.user_id,
-                    &key.device_id,
-                    &key.browser_id,
-                    &now,
-                    &disabled_by,
-                ],
-            )
-            .await?;
+        let ended = async {
+            let statement = client.prepare_cached(&DISABLE_AT_5).await?;
+            client
+                .query_opt(
+                    &statement,
+                    &[
+                        &key.tenant_id,
+                        &key.user_id,
+                        &key.device_id,
+                        &key.browser_id,
+                        &now,
+                        &disabled_by,
+                    ],
+                )
+                .await
+        }
+        .instrument(sql_trace::span(&DISABLE_AT_5))
+        .await?;
         if let Some(row) = ended {
             return Ok(Some(session_from_row(&row)?));
         }
-        let statement = client.prepare_cached(&LAST_AT_5).await?;
-        let last = client
-            .query_opt(
-                &statement,
-                &[
-                    &key.tenant_id,
-                    &key.user_id,
-                    &key.device_id,
-                    &key.browser_id,
-                    &now,
-                ],
-            )
-            .await?;
+        let last = async {
+            let statement = client.prepare_cached(&LAST_AT_5).await?;
+            client
+                .query_opt(
+                    &statement,
+                    &[
+                        &key.tenant_id,
+                        &key.user_id,
+                        &key.device_id,
+                        &key.browser_id,
+                        &now,
+                    ],
+                )
+                .await
+        }
+        .instrument(sql_trace::span(&LAST_AT_5))
+        .await?;
         last.map(|row| session_from_row(&row))
             .transpose()
             .map_err(FlagError::from)
@@ -337,10 +360,14 @@ impl Store {
             times.push(check.at);
         }
         let client = self.pool.get().await?;
-        let statement = client.prepare_cached(&CHECK_BATCH).await?;
-        let rows = client
-            .query(&statement, &[&tenants, &users, &devices, &browsers, &times])
-            .await?;
+        let rows = async {
+            let statement = client.prepare_cached(&CHECK_BATCH).await?;
+            client
+                .query(&statement, &[&tenants, &users, &devices, &browsers, &times])
+                .await
+        }
+        .instrument(sql_trace::span(&CHECK_BATCH))
+        .await?;
         let mut results = vec![None; checks.len()];
         for row in rows {
             let ordinal: i64 = row.try_get(0)?;
@@ -365,21 +392,25 @@ impl Store {
             None => (None, None),
         };
         let limit = i64::from(query.page_size) + 1;
-        let statement = client.prepare_cached(&LIST).await?;
-        let rows = client
-            .query(
-                &statement,
-                &[
-                    &query.tenant_id,
-                    &query.user_id,
-                    &query.active_only,
-                    &now,
-                    &after_time,
-                    &after_id,
-                    &limit,
-                ],
-            )
-            .await?;
+        let rows = async {
+            let statement = client.prepare_cached(&LIST).await?;
+            client
+                .query(
+                    &statement,
+                    &[
+                        &query.tenant_id,
+                        &query.user_id,
+                        &query.active_only,
+                        &now,
+                        &after_time,
+                        &after_id,
+                        &limit,
+                    ],
+                )
+                .await
+        }
+        .instrument(sql_trace::span(&LIST))
+        .await?;
         rows.iter()
             .map(session_from_row)
             .collect::<Result<_, _>>()
@@ -399,16 +430,32 @@ impl Store {
         batch: i64,
     ) -> Result<u64, FlagError> {
         let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "DELETE FROM flag.flag_sessions WHERE (tenant_id, id) IN (
-                     SELECT tenant_id, id FROM flag.flag_sessions WHERE expires_at < $1
-                     LIMIT $2 FOR UPDATE SKIP LOCKED
-                 )",
-            )
-            .await?;
-        let deleted = client.execute(&statement, &[&cutoff, &batch]).await?;
+        let sql = "DELETE FROM flag.flag_sessions WHERE (tenant_id, id) IN (
+                   SELECT tenant_id, id FROM flag.flag_sessions WHERE expires_at < $1
+                   LIMIT $2 FOR UPDATE SKIP LOCKED
+               )";
+        let deleted = async {
+            let statement = client.prepare_cached(sql).await?;
+            client.execute(&statement, &[&cutoff, &batch]).await
+        }
+        .instrument(sql_trace::span(sql))
+        .await?;
         Ok(deleted)
+    }
+
+    /// How many sessions are in force at `now`, across tenants (for the metrics).
+    pub async fn count_active(&self, now: DateTime<Utc>) -> Result<u64, FlagError> {
+        let client = self.pool.get().await?;
+        // `expires_at > $1` first: the expiry index narrows the scan to recent sessions.
+        let sql = "SELECT count(*) FROM flag.flag_sessions
+             WHERE expires_at > $1 AND enabled_at <= $1
+               AND (disabled_at IS NULL OR disabled_at > $1)";
+        let row = client
+            .query_one(sql, &[&now])
+            .instrument(sql_trace::span(sql))
+            .await?;
+        let count: i64 = row.try_get(0)?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 }
 
@@ -417,19 +464,23 @@ async fn in_force<C: GenericClient>(
     key: &FlagKey,
     at: DateTime<Utc>,
 ) -> Result<Option<FlagSession>, FlagError> {
-    let statement = client.prepare_cached(&IN_FORCE_AT_5).await?;
-    let row = client
-        .query_opt(
-            &statement,
-            &[
-                &key.tenant_id,
-                &key.user_id,
-                &key.device_id,
-                &key.browser_id,
-                &at,
-            ],
-        )
-        .await?;
+    let row = async {
+        let statement = client.prepare_cached(&IN_FORCE_AT_5).await?;
+        client
+            .query_opt(
+                &statement,
+                &[
+                    &key.tenant_id,
+                    &key.user_id,
+                    &key.device_id,
+                    &key.browser_id,
+                    &at,
+                ],
+            )
+            .await
+    }
+    .instrument(sql_trace::span(&IN_FORCE_AT_5))
+    .await?;
     row.map(|row| session_from_row(&row))
         .transpose()
         .map_err(FlagError::from)

@@ -52,6 +52,10 @@ pub struct Config {
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
+    /// Address to serve Prometheus metrics on (`GET /metrics`), e.g. 127.0.0.1:9464; off
+    /// unless set.
+    #[arg(long, env = "METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Most database connections.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16)]
     pub database_pool_size: usize,
@@ -77,6 +81,7 @@ impl Config {
             tls: TlsArgs::default(),
             flag_service_tls: FlagServiceTlsArgs::default(),
             log_format: LogFormat::Pretty,
+            metrics_listen: None,
             database_pool_size: 16,
             shutdown_grace: Duration::from_secs(10),
         }

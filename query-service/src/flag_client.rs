@@ -1,13 +1,17 @@
 //! query-service's client of flag-service: one CheckFlags call per batch of sign-ins, each
 //! asked at the event's own time, with query-service's own short-lived credential and a short
 //! deadline so a slow flag-service never holds up ingestion; over TLS for an https:// URL.
+//! Each call is a client span whose trace context travels in the request's `traceparent`, so
+//! flag-service's work shows in the trace of the RecordSignIns call that needed it.
 
 use crate::domain::sign_in::{FlagCheck, SignIn};
 use signins_common::auth::ServiceCredential;
+use signins_common::rpc_telemetry::client;
 use signins_proto::flag::v1 as pb;
 use signins_proto::flag::v1::flag_service_client::FlagServiceClient;
 use std::time::Duration;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tracing::Instrument;
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -95,13 +99,21 @@ impl FlagChecker {
             .parse()
             .map_err(|_| FlagCheckError::Credential("token is not a valid header".into()))?;
         request.metadata_mut().insert("authorization", value);
-        let mut client = self.client.clone();
-        let response = tokio::time::timeout(self.deadline, client.check_flags(request))
+        let span = client::span("signins.flag.v1.FlagService", "CheckFlags");
+        client::inject(&span, request.metadata_mut());
+        let mut flag_service = self.client.clone();
+        let answer = tokio::time::timeout(self.deadline, flag_service.check_flags(request))
+            .instrument(span.clone())
             .await
-            .map_err(|_| FlagCheckError::Call {
-                code: tonic::Code::DeadlineExceeded,
-                message: "deadline passed".into(),
-            })?
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("deadline passed")));
+        client::record_status(
+            &span,
+            answer
+                .as_ref()
+                .map_or_else(tonic::Status::code, |_| tonic::Code::Ok),
+        );
+        drop(span);
+        let response = answer
             .map_err(|status| FlagCheckError::Call {
                 code: status.code(),
                 message: status.message().to_owned(),

@@ -11,6 +11,7 @@
 //! - `sign_ins`: the rules (record, re-check pending flags, read inside the caller's scope).
 //! - `enrich`: failure reasons and user-agent parsing.
 //! - `flag_client`: the CheckFlags client with query-service's own credential.
+//! - `metrics`: the Prometheus metrics of the sign-in log.
 //! - `page_token`: opaque, tamper-evident keyset page tokens.
 //! - `domain`: sign-ins, the `$filter` language, the error catalogue, user agents.
 //! - `store`: the SQL, and the migrations this service owns (schema `query`).
@@ -23,6 +24,7 @@ pub mod domain;
 pub mod enrich;
 pub mod error;
 pub mod flag_client;
+pub mod metrics;
 pub mod page_token;
 pub mod sign_ins;
 pub mod startup;

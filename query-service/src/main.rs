@@ -1,4 +1,4 @@
-//! The `query-service` binary: settings, logging, then the [`Application`] until SIGTERM.
+//! The `query-service` binary: settings, telemetry, then the [`Application`] until SIGTERM.
 
 use clap::Parser;
 use query_service::{Application, Config};
@@ -7,7 +7,14 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    signins_common::telemetry::init(config.log_format);
+    // Held to the end: dropping it flushes the traces not yet exported.
+    let _telemetry = match signins_common::telemetry::init("query-service", config.log_format) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("query-service: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let application = match Application::build(config).await {
         Ok(application) => application,
         Err(error) => {

@@ -9,6 +9,7 @@ use crate::domain::sign_in::{FlagCheck, Order, ReadScope, SignIn};
 use crate::enrich;
 use crate::error::QueryError;
 use crate::flag_client::FlagChecker;
+use crate::metrics::LogMetrics;
 use crate::page_token::PageTokenKey;
 use crate::store::{ListQuery, ResolvedFlag, Store};
 use chrono::{DateTime, Utc};
@@ -16,6 +17,7 @@ use signins_common::auth::{Principal, Role};
 use signins_common::clock::Clock;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 use uuid::Uuid;
 
 pub const DEFAULT_TOP: i32 = 100;
@@ -39,6 +41,7 @@ pub struct SignInLog {
     clock: Arc<dyn Clock>,
     page_tokens: PageTokenKey,
     settings: SignInLogSettings,
+    metrics: LogMetrics,
 }
 
 /// The counts a RecordSignIns call answers.
@@ -69,6 +72,7 @@ impl SignInLog {
         clock: Arc<dyn Clock>,
         page_tokens: PageTokenKey,
         settings: SignInLogSettings,
+        metrics: LogMetrics,
     ) -> Self {
         Self {
             store,
@@ -76,6 +80,7 @@ impl SignInLog {
             clock,
             page_tokens,
             settings,
+            metrics,
         }
     }
 
@@ -134,7 +139,10 @@ impl SignInLog {
         // Grouped by tenant, so on a tenant-distributed database a batch is one write per shard.
         sign_ins.sort_by_key(|sign_in| sign_in.tenant_id);
         let total = i64::try_from(sign_ins.len()).unwrap_or(i64::MAX);
-        let recorded = i64::try_from(self.store.insert(&sign_ins).await?).unwrap_or(i64::MAX);
+        let stored = self.store.insert(&sign_ins).await?;
+        let recorded = i64::try_from(stored.rows).unwrap_or(i64::MAX);
+        self.metrics
+            .recorded(stored, u64::try_from(total - recorded).unwrap_or(0));
         Ok(Recorded {
             recorded,
             duplicates: total - recorded,
@@ -212,14 +220,20 @@ impl SignInLog {
 
     /// Re-checks the oldest pending events once; returns how many got their flag.
     pub async fn recheck_pending(&self) -> Result<u64, RecheckError> {
-        let pending = self
-            .store
-            .pending_flag_checks(RECHECK_BATCH)
-            .await
-            .map_err(RecheckError::Store)?;
+        // This poll runs every few seconds and almost always finds nothing: untraced, or it
+        // would be a trace of its own each time. A round that finds work is traced.
+        let pending =
+            signins_common::telemetry::untraced(self.store.pending_flag_checks(RECHECK_BATCH))
+                .await
+                .map_err(RecheckError::Store)?;
         if pending.is_empty() {
             return Ok(0);
         }
+        let span = tracing::info_span!("flag_checks.recheck", pending = pending.len());
+        self.resolve_pending(pending).instrument(span).await
+    }
+
+    async fn resolve_pending(&self, pending: Vec<SignIn>) -> Result<u64, RecheckError> {
         let flags = self
             .flags
             .check(&pending)
@@ -242,10 +256,13 @@ impl SignInLog {
                 })
             })
             .collect();
-        self.store
+        let stored = self
+            .store
             .resolve_flag_checks(&resolved)
             .await
-            .map_err(RecheckError::Store)
+            .map_err(RecheckError::Store)?;
+        self.metrics.resolved(stored);
+        Ok(stored.rows)
     }
 
     /// Runs [`SignInLog::recheck_pending`] forever, backing off while flag-service is away.

@@ -5,11 +5,13 @@
 use crate::api::{ACCESS, SignInApi};
 use crate::config::Config;
 use crate::flag_client::FlagChecker;
+use crate::metrics::Metrics;
 use crate::page_token::PageTokenKey;
 use crate::sign_ins::{SignInLog, SignInLogSettings};
 use crate::store::{MIGRATIONS, SCHEMA, Store};
 use signins_common::auth::{AuthLayer, KeyError, Role, ServiceCredential};
 use signins_common::clock::{Clock, SystemClock};
+use signins_common::rpc_telemetry::RpcTelemetryLayer;
 use signins_common::serve::{ServeError, ServeOptions, serve};
 use signins_common::tls::TlsError;
 use signins_proto::query::v1::sign_in_service_server::SignInServiceServer;
@@ -57,6 +59,9 @@ pub struct Application {
     auth: AuthLayer,
     tls: Option<ServerTlsConfig>,
     store: Store,
+    metrics: Metrics,
+    /// Bound only when `--metrics-listen` is set.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl std::fmt::Debug for Application {
@@ -119,7 +124,21 @@ impl Application {
             .map_err(|_| StartupError::Config("--max-clock-skew is out of range".into()))?;
         let retention = chrono::Duration::from_std(config.retention)
             .map_err(|_| StartupError::Config("--retention is out of range".into()))?;
+        let metrics_listener = match &config.metrics_listen {
+            Some(address) => {
+                Some(
+                    TcpListener::bind(address)
+                        .await
+                        .map_err(|source| StartupError::Bind {
+                            address: address.clone(),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
         let store = Store::new(pool);
+        let metrics = Metrics::new(&store);
         let log = SignInLog::new(
             store.clone(),
             checker,
@@ -129,6 +148,7 @@ impl Application {
                 max_clock_skew,
                 retention,
             },
+            metrics.log.clone(),
         );
         // Today's partitions exist before the first call is served.
         log.maintain_partitions()
@@ -142,11 +162,20 @@ impl Application {
             config,
             log,
             store,
+            metrics,
+            metrics_listener,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where metrics are served, when `--metrics-listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     pub async fn run_until_stopped<F>(self, shutdown: F) -> Result<(), StartupError>
@@ -156,6 +185,12 @@ impl Application {
         tracing::info!(address = %self.local_addr, tls = self.tls.is_some(), flag_service = %self.config.flag_service_url, "query-service listening");
         let rechecks = tokio::spawn(self.log.clone().run_rechecks());
         let partitions = tokio::spawn(maintain_partitions(self.log.clone()));
+        let metrics = self.metrics_listener.map(|listener| {
+            tokio::spawn(signins_common::metrics::serve(
+                listener,
+                self.metrics.endpoint.clone(),
+            ))
+        });
         let service = SignInServiceServer::new(SignInApi::new(self.log));
         let result = serve(
             self.listener,
@@ -165,12 +200,16 @@ impl Application {
             ServeOptions {
                 grace_period: self.config.shutdown_grace,
                 tls: self.tls,
+                telemetry: RpcTelemetryLayer::new(self.metrics.rpc.clone()),
             },
             shutdown,
         )
         .await;
         rechecks.abort();
         partitions.abort();
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         Ok(result?)
     }
 }

@@ -1,6 +1,8 @@
 //! SQL over `query.sign_ins`: one function per statement, every value a parameter. The
 //! `$filter` arrives already translated into a condition with its own parameters.
 //!
+//! Each statement runs in its own span ([`sql_trace`]), so a trace shows every round trip.
+//!
 //! The table is partitioned by UTC day. Partitions are created ahead of time by a background
 //! task and on demand for the days a batch touches; retention drops whole partitions.
 
@@ -12,9 +14,11 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use postgres_types::ToSql;
 use signins_common::db::Migration;
+use signins_common::sql_trace;
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
 use tokio_postgres::Row;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// The schema query-service owns; its migration history lives there too.
@@ -74,7 +78,8 @@ static COLUMN_LIST: LazyLock<String> = LazyLock::new(|| {
         .join(", ")
 });
 
-/// One multi-row insert for a whole batch: each column travels as one array parameter.
+/// One multi-row insert for a whole batch: each column travels as one array parameter. It
+/// answers how many rows were new, and how many of those were flagged (for the metrics).
 static INSERT: LazyLock<String> = LazyLock::new(|| {
     let arrays = COLUMNS
         .iter()
@@ -83,7 +88,11 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "INSERT INTO query.sign_ins ({}) SELECT * FROM unnest({arrays}) ON CONFLICT (tenant_id, created_at, id) DO NOTHING",
+        "WITH stored AS (
+             INSERT INTO query.sign_ins ({}) SELECT * FROM unnest({arrays})
+             ON CONFLICT (tenant_id, created_at, id) DO NOTHING RETURNING flagged_for_review
+         )
+         SELECT count(*), count(*) FILTER (WHERE flagged_for_review) FROM stored",
         *COLUMN_LIST
     )
 });
@@ -146,6 +155,26 @@ pub struct ListQuery<'a> {
     pub limit: i64,
 }
 
+/// Rows a write changed, and how many of them are flagged for review.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub rows: u64,
+    pub flagged: u64,
+}
+
+impl Stored {
+    fn from_counts(row: &Row) -> Result<Self, tokio_postgres::Error> {
+        let count = |index: usize| -> Result<u64, tokio_postgres::Error> {
+            let value: i64 = row.try_get(index)?;
+            Ok(u64::try_from(value).unwrap_or(0))
+        };
+        Ok(Self {
+            rows: count(0)?,
+            flagged: count(1)?,
+        })
+    }
+}
+
 /// The flag found for a sign-in whose check was pending; `session` is `None` when not flagged.
 #[derive(Debug, Clone, Copy)]
 pub struct ResolvedFlag {
@@ -175,10 +204,10 @@ impl Store {
     }
 
     /// Stores the sign-ins not stored before, in one statement and so one transaction;
-    /// returns how many were new.
-    pub async fn insert(&self, sign_ins: &[SignIn]) -> Result<u64, QueryError> {
+    /// returns how many were new, and how many of those flagged.
+    pub async fn insert(&self, sign_ins: &[SignIn]) -> Result<Stored, QueryError> {
         if sign_ins.is_empty() {
-            return Ok(0);
+            return Ok(Stored::default());
         }
         let days: HashSet<NaiveDate> = sign_ins
             .iter()
@@ -187,14 +216,20 @@ impl Store {
         self.ensure_partitions(days.iter().copied()).await?;
         let columns = Columns::from(sign_ins);
         let client = self.pool.get().await?;
-        let statement = client.prepare_cached(&INSERT).await?;
-        match client.execute(&statement, &columns.params()).await {
-            Ok(recorded) => Ok(recorded),
+        let insert = || {
+            async {
+                let statement = client.prepare_cached(&INSERT).await?;
+                client.query_one(&statement, &columns.params()).await
+            }
+            .instrument(sql_trace::span_named("INSERT", &INSERT))
+        };
+        match insert().await {
+            Ok(row) => Ok(Stored::from_counts(&row)?),
             // Another replica's retention dropped a partition this process still had cached.
             Err(error) if is_missing_partition(&error) => {
                 self.forget_partitions();
                 self.ensure_partitions(days).await?;
-                Ok(client.execute(&statement, &columns.params()).await?)
+                Ok(Stored::from_counts(&insert().await?)?)
             }
             Err(error) => Err(error.into()),
         }
@@ -222,15 +257,17 @@ impl Store {
             let Some(next) = day.succ_opt() else { continue };
             // DDL takes no parameters; the name and bounds are formatted from a date, never from
             // request text. The advisory lock keeps replicas from racing on the same partition.
+            let sql = format!(
+                "BEGIN;
+                 SELECT pg_advisory_xact_lock(hashtextextended('query.sign_ins partitions', 0));
+                 CREATE TABLE IF NOT EXISTS query.{} PARTITION OF query.sign_ins
+                     FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00');
+                 COMMIT;",
+                partition_name(day)
+            );
             client
-                .batch_execute(&format!(
-                    "BEGIN;
-                     SELECT pg_advisory_xact_lock(hashtextextended('query.sign_ins partitions', 0));
-                     CREATE TABLE IF NOT EXISTS query.{} PARTITION OF query.sign_ins
-                         FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00');
-                     COMMIT;",
-                    partition_name(day)
-                ))
+                .batch_execute(&sql)
+                .instrument(sql_trace::span_named("CREATE", &sql))
                 .await?;
             self.partitions
                 .lock()
@@ -253,15 +290,14 @@ impl Store {
         cutoff: DateTime<Utc>,
     ) -> Result<Vec<NaiveDate>, QueryError> {
         let client = self.pool.get().await?;
+        let sql = "SELECT c.relname FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid
+             JOIN pg_class p ON p.oid = i.inhparent
+             JOIN pg_namespace n ON n.oid = p.relnamespace
+             WHERE n.nspname = 'query' AND p.relname = 'sign_ins'";
         let rows = client
-            .query(
-                "SELECT c.relname FROM pg_inherits i
-                 JOIN pg_class c ON c.oid = i.inhrelid
-                 JOIN pg_class p ON p.oid = i.inhparent
-                 JOIN pg_namespace n ON n.oid = p.relnamespace
-                 WHERE n.nspname = 'query' AND p.relname = 'sign_ins'",
-                &[],
-            )
+            .query(sql, &[])
+            .instrument(sql_trace::span(sql))
             .await?;
         let cutoff_day = cutoff.date_naive();
         let mut dropped = Vec::new();
@@ -272,11 +308,10 @@ impl Store {
             };
             // A partition covers [day, day + 1); it goes when all of it is older than the cutoff.
             if day.succ_opt().is_some_and(|next| next <= cutoff_day) {
+                let sql = format!("DROP TABLE IF EXISTS query.{}", partition_name(day));
                 client
-                    .batch_execute(&format!(
-                        "DROP TABLE IF EXISTS query.{}",
-                        partition_name(day)
-                    ))
+                    .batch_execute(&sql)
+                    .instrument(sql_trace::span(&sql))
                     .await?;
                 dropped.push(day);
             }
@@ -319,7 +354,10 @@ impl Store {
             query.limit
         );
         let client = self.pool.get().await?;
-        let rows = client.query(&sql, &as_params(&params)).await?;
+        let rows = client
+            .query(&sql, &as_params(&params))
+            .instrument(sql_trace::span(&sql))
+            .await?;
         rows.iter()
             .map(sign_in_from_row)
             .collect::<Result<_, _>>()
@@ -337,7 +375,10 @@ impl Store {
             conditions.join(" AND ")
         );
         let client = self.pool.get().await?;
-        let row = client.query_opt(&sql, &as_params(&params)).await?;
+        let row = client
+            .query_opt(&sql, &as_params(&params))
+            .instrument(sql_trace::span(&sql))
+            .await?;
         row.map(|row| sign_in_from_row(&row))
             .transpose()
             .map_err(QueryError::from)
@@ -346,14 +387,13 @@ impl Store {
     /// The oldest sign-ins still waiting for a flag check, across tenants.
     pub async fn pending_flag_checks(&self, limit: i64) -> Result<Vec<SignIn>, QueryError> {
         let client = self.pool.get().await?;
+        let sql = format!(
+            "SELECT {} FROM query.sign_ins WHERE flag_check_pending ORDER BY recorded_at LIMIT $1",
+            *COLUMN_LIST
+        );
         let rows = client
-            .query(
-                &format!(
-                    "SELECT {} FROM query.sign_ins WHERE flag_check_pending ORDER BY recorded_at LIMIT $1",
-                    *COLUMN_LIST
-                ),
-                &[&limit],
-            )
+            .query(&sql, &[&limit])
+            .instrument(sql_trace::span(&sql))
             .await?;
         rows.iter()
             .map(sign_in_from_row)
@@ -361,30 +401,49 @@ impl Store {
             .map_err(QueryError::from)
     }
 
+    /// How many sign-ins wait for a flag check now, across tenants (for the metrics).
+    pub async fn count_pending_flag_checks(&self) -> Result<u64, QueryError> {
+        let client = self.pool.get().await?;
+        let sql = "SELECT count(*) FROM query.sign_ins WHERE flag_check_pending";
+        let row = client
+            .query_one(sql, &[])
+            .instrument(sql_trace::span(sql))
+            .await?;
+        let count: i64 = row.try_get(0)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     /// Sets the flag of sign-ins that were pending; a sign-in no longer pending is left as it
-    /// is, so each event gets its flag exactly once. Returns how many were updated.
-    pub async fn resolve_flag_checks(&self, resolved: &[ResolvedFlag]) -> Result<u64, QueryError> {
+    /// is, so each event gets its flag exactly once. Returns how many were updated, and how
+    /// many of those were flagged.
+    pub async fn resolve_flag_checks(
+        &self,
+        resolved: &[ResolvedFlag],
+    ) -> Result<Stored, QueryError> {
         if resolved.is_empty() {
-            return Ok(0);
+            return Ok(Stored::default());
         }
         let tenants: Vec<Uuid> = resolved.iter().map(|flag| flag.tenant_id).collect();
         let times: Vec<DateTime<Utc>> = resolved.iter().map(|flag| flag.created_at).collect();
         let ids: Vec<Uuid> = resolved.iter().map(|flag| flag.id).collect();
         let sessions: Vec<Option<Uuid>> = resolved.iter().map(|flag| flag.session).collect();
         let client = self.pool.get().await?;
-        let updated = client
-            .execute(
-                "UPDATE query.sign_ins s
+        let sql = "WITH updated AS (
+                 UPDATE query.sign_ins s
                  SET flagged_for_review = v.session_id IS NOT NULL, flag_session_id = v.session_id,
                      flag_check_pending = false
                  FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[])
                       AS v(tenant_id, created_at, id, session_id)
                  WHERE s.tenant_id = v.tenant_id AND s.created_at = v.created_at AND s.id = v.id
-                   AND s.flag_check_pending",
-                &[&tenants, &times, &ids, &sessions],
-            )
+                   AND s.flag_check_pending
+                 RETURNING s.flagged_for_review
+             )
+             SELECT count(*), count(*) FILTER (WHERE flagged_for_review) FROM updated";
+        let row = client
+            .query_one(sql, &[&tenants, &times, &ids, &sessions])
+            .instrument(sql_trace::span_named("UPDATE", sql))
             .await?;
-        Ok(updated)
+        Ok(Stored::from_counts(&row)?)
     }
 }
 

@@ -8,6 +8,7 @@ mod access;
 mod flag_sessions;
 mod flagging;
 mod jwks;
+mod metrics;
 mod operations;
 mod pki;
 mod recording;
