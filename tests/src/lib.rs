@@ -115,6 +115,8 @@ pub struct Options {
     /// A clock shared by both services, moved by hand; `None` for the wall clock.
     pub clock: Option<ManualClock>,
     pub flag_check_timeout: Duration,
+    /// query-service's statement timeout.
+    pub query_timeout: Duration,
 }
 
 impl Default for Options {
@@ -124,6 +126,7 @@ impl Default for Options {
             max_enables_per_hour: 10,
             clock: None,
             flag_check_timeout: Duration::from_secs(2),
+            query_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -205,6 +208,7 @@ pub async fn start_query_service(
 ) -> Running {
     let mut config = query_service::Config::new(database_url, flag_service_url, SECRET);
     config.flag_check_timeout = options.flag_check_timeout;
+    config.query_timeout = options.query_timeout;
     config.shutdown_grace = Duration::from_secs(2);
     let clock: Arc<dyn Clock> = match &options.clock {
         Some(clock) => Arc::new(clock.clone()),
@@ -445,6 +449,33 @@ pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
 pub fn from_timestamp(time: &prost_types::Timestamp) -> DateTime<Utc> {
     DateTime::from_timestamp(time.seconds, u32::try_from(time.nanos).unwrap_or(0))
         .expect("valid timestamp")
+}
+
+/// Every page of a ListSignIns query, following `nextPageToken` until it is absent.
+pub async fn list_pages(
+    client: &mut QueryClient,
+    filter: &str,
+    top: Option<i32>,
+    order_by: &str,
+) -> Result<Vec<Vec<query::SignIn>>, tonic::Status> {
+    let mut pages = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_sign_ins(query::ListSignInsRequest {
+                filter: filter.into(),
+                top,
+                order_by: order_by.into(),
+                page_token,
+            })
+            .await?
+            .into_inner();
+        pages.push(page.sign_ins);
+        match page.next_page_token {
+            Some(next) => page_token = next,
+            None => return Ok(pages),
+        }
+    }
 }
 
 /// Polls `probe` until it returns `Some`, for at most `limit`; for effects that happen in the

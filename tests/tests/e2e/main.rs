@@ -4,7 +4,10 @@
 // Tests fail loudly on purpose.
 #![allow(clippy::unwrap_used)]
 
+mod filter_differential;
+mod filters;
 mod flagging;
 mod operations;
+mod paging;
 mod recording;
 mod story;
