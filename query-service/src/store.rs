@@ -24,11 +24,18 @@ use uuid::Uuid;
 /// The schema query-service owns; its migration history lives there too.
 pub const SCHEMA: &str = "query";
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "sign_ins",
-    sql: include_str!("../migrations/0001_sign_ins.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "sign_ins",
+        sql: include_str!("../migrations/0001_sign_ins.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "filter_indexes",
+        sql: include_str!("../migrations/0002_filter_indexes.sql"),
+    },
+];
 
 /// Every stored column with its SQL type, in the order inserts send them.
 const COLUMNS: &[(&str, &str)] = &[
@@ -329,30 +336,7 @@ impl Store {
     }
 
     pub async fn list(&self, query: &ListQuery<'_>) -> Result<Vec<SignIn>, QueryError> {
-        let mut params: Vec<SqlValue> = Vec::new();
-        let mut conditions = scope_conditions(query.scope, &mut params);
-        if let Some(expr) = query.filter {
-            conditions.push(filter::to_sql(expr, &mut params));
-        }
-        let (comparison, direction) = match query.order {
-            Order::NewestFirst => ("<", "DESC"),
-            Order::OldestFirst => (">", "ASC"),
-        };
-        if let Some((time, id)) = query.after {
-            params.push(SqlValue::Time(time));
-            params.push(SqlValue::Uuid(id));
-            conditions.push(format!(
-                "(created_at, id) {comparison} (${}, ${})",
-                params.len() - 1,
-                params.len()
-            ));
-        }
-        let sql = format!(
-            "SELECT {} FROM query.sign_ins WHERE {} ORDER BY created_at {direction}, id {direction} LIMIT {}",
-            *COLUMN_LIST,
-            conditions.join(" AND "),
-            query.limit
-        );
+        let (sql, params) = list_statement(query);
         let client = self.pool.get().await?;
         let rows = client
             .query(&sql, &as_params(&params))
@@ -445,6 +429,36 @@ impl Store {
             .await?;
         Ok(Stored::from_counts(&row)?)
     }
+}
+
+/// The statement [`Store::list`] runs and its parameters: public so that the query-plan
+/// script and the benchmark run exactly what the service runs.
+pub fn list_statement(query: &ListQuery<'_>) -> (String, Vec<SqlValue>) {
+    let mut params: Vec<SqlValue> = Vec::new();
+    let mut conditions = scope_conditions(query.scope, &mut params);
+    if let Some(expr) = query.filter {
+        conditions.push(filter::to_sql(expr, &mut params));
+    }
+    let (comparison, direction) = match query.order {
+        Order::NewestFirst => ("<", "DESC"),
+        Order::OldestFirst => (">", "ASC"),
+    };
+    if let Some((time, id)) = query.after {
+        params.push(SqlValue::Time(time));
+        params.push(SqlValue::Uuid(id));
+        conditions.push(format!(
+            "(created_at, id) {comparison} (${}, ${})",
+            params.len() - 1,
+            params.len()
+        ));
+    }
+    let sql = format!(
+        "SELECT {} FROM query.sign_ins WHERE {} ORDER BY created_at {direction}, id {direction} LIMIT {}",
+        *COLUMN_LIST,
+        conditions.join(" AND "),
+        query.limit
+    );
+    (sql, params)
 }
 
 fn scope_conditions(scope: ReadScope, params: &mut Vec<SqlValue>) -> Vec<String> {

@@ -120,6 +120,8 @@ pub struct Options {
     pub flag_check_timeout: Duration,
     /// query-service's `--retention`; long by default so tests may record historic sign-ins.
     pub retention: Duration,
+    /// query-service's statement timeout.
+    pub query_timeout: Duration,
 }
 
 impl Default for Options {
@@ -130,6 +132,7 @@ impl Default for Options {
             clock: None,
             flag_check_timeout: Duration::from_secs(2),
             retention: Duration::from_secs(3650 * 86_400),
+            query_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -238,6 +241,7 @@ pub fn query_service_config(
     let mut config = query_service::Config::new(database_url, flag_service_url, SECRET);
     config.flag_check_timeout = options.flag_check_timeout;
     config.retention = options.retention;
+    config.query_timeout = options.query_timeout;
     config.shutdown_grace = Duration::from_secs(2);
     config
 }
@@ -558,6 +562,33 @@ pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
 pub fn from_timestamp(time: &prost_types::Timestamp) -> DateTime<Utc> {
     DateTime::from_timestamp(time.seconds, u32::try_from(time.nanos).unwrap_or(0))
         .expect("valid timestamp")
+}
+
+/// Every page of a ListSignIns query, following `nextPageToken` until it is absent.
+pub async fn list_pages(
+    client: &mut QueryClient,
+    filter: &str,
+    top: Option<i32>,
+    order_by: &str,
+) -> Result<Vec<Vec<query::SignIn>>, tonic::Status> {
+    let mut pages = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_sign_ins(query::ListSignInsRequest {
+                filter: filter.into(),
+                top,
+                order_by: order_by.into(),
+                page_token,
+            })
+            .await?
+            .into_inner();
+        pages.push(page.sign_ins);
+        match page.next_page_token {
+            Some(next) => page_token = next,
+            None => return Ok(pages),
+        }
+    }
 }
 
 /// Polls `probe` until it returns `Some`, for at most `limit`; for effects that happen in the

@@ -2,6 +2,7 @@
 //! user-agent parsing used to enrich events.
 
 pub mod filter;
+pub mod filter_fuzz;
 pub mod sign_in;
 pub mod sign_in_errors;
 pub mod user_agent;

@@ -5,11 +5,14 @@
 #![allow(clippy::unwrap_used)]
 
 mod access;
+mod filter_differential;
+mod filters;
 mod flag_sessions;
 mod flagging;
 mod jwks;
 mod metrics;
 mod operations;
+mod paging;
 mod pki;
 mod recording;
 mod story;
