@@ -74,6 +74,19 @@ impl Role {
         Role::AuditLogReadAll,
     ];
 
+    /// The reader roles and help desk: who may read a tenant's sign-ins (help desk only the
+    /// flagged ones) and list its flag sessions.
+    pub const READERS_AND_HELPDESK: &'static [Role] = &[
+        Role::GlobalAdministrator,
+        Role::GlobalReader,
+        Role::ReportsReader,
+        Role::SecurityAdministrator,
+        Role::SecurityOperator,
+        Role::SecurityReader,
+        Role::AuditLogReadAll,
+        Role::HelpdeskAdministrator,
+    ];
+
     /// The name used in tokens.
     pub fn claim(self) -> &'static str {
         match self {

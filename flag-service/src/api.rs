@@ -8,16 +8,7 @@ use signins_proto::flag::v1 as pb;
 use tonic::{Request, Response, Status};
 
 /// Reader roles and help desk may list a tenant's flag sessions.
-const SESSION_LISTERS: &[Role] = &[
-    Role::GlobalAdministrator,
-    Role::GlobalReader,
-    Role::ReportsReader,
-    Role::SecurityAdministrator,
-    Role::SecurityOperator,
-    Role::SecurityReader,
-    Role::AuditLogReadAll,
-    Role::HelpdeskAdministrator,
-];
+const SESSION_LISTERS: &[Role] = Role::READERS_AND_HELPDESK;
 
 /// Who may call each RPC of `signins.flag.v1.FlagService` (docs/security.md shows the same).
 pub const ACCESS: AccessTable = &[

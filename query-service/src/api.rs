@@ -12,16 +12,7 @@ use std::pin::Pin;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Reader roles and help desk; plain users are let through to read their own sign-ins.
-const LOG_READERS: &[Role] = &[
-    Role::GlobalAdministrator,
-    Role::GlobalReader,
-    Role::ReportsReader,
-    Role::SecurityAdministrator,
-    Role::SecurityOperator,
-    Role::SecurityReader,
-    Role::AuditLogReadAll,
-    Role::HelpdeskAdministrator,
-];
+const LOG_READERS: &[Role] = Role::READERS_AND_HELPDESK;
 
 /// Who may call each RPC of `signins.query.v1.SignInService` (docs/security.md shows the same).
 pub const ACCESS: AccessTable = &[
