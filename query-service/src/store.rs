@@ -18,6 +18,7 @@ use signins_common::sql_trace;
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
 use tokio_postgres::Row;
+use tokio_postgres::types::Type;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -104,49 +105,84 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The position of `name` in [`COLUMNS`], the order every SELECT here lists the columns in.
+/// Evaluated at compile time (a misspelt name does not compile); reading by position spares
+/// each of a page's thousands of values a search of the row's column names.
+const fn column(name: &str) -> usize {
+    let mut index = 0;
+    while index < COLUMNS.len() {
+        if same(COLUMNS[index].0.as_bytes(), name.as_bytes()) {
+            return index;
+        }
+        index += 1;
+    }
+    panic!("not a column of query.sign_ins");
+}
+
+const fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Reads the named column of a row selected with [`COLUMN_LIST`].
+macro_rules! get {
+    ($row:expr, $name:literal) => {
+        $row.try_get(const { column($name) })
+    };
+}
+
 fn sign_in_from_row(row: &Row) -> Result<SignIn, tokio_postgres::Error> {
-    let flagged: bool = row.try_get("flagged_for_review")?;
-    let pending: bool = row.try_get("flag_check_pending")?;
-    let session: Option<Uuid> = row.try_get("flag_session_id")?;
+    let flagged: bool = get!(row, "flagged_for_review")?;
+    let pending: bool = get!(row, "flag_check_pending")?;
+    let session: Option<Uuid> = get!(row, "flag_session_id")?;
     let flag = match (pending, flagged, session) {
         (true, _, _) => FlagCheck::Pending,
         (false, true, Some(session)) => FlagCheck::Flagged(session),
         _ => FlagCheck::NotFlagged,
     };
     Ok(SignIn {
-        id: row.try_get("id")?,
-        created_at: row.try_get("created_at")?,
-        tenant_id: row.try_get("tenant_id")?,
-        user_id: row.try_get("user_id")?,
-        user_principal_name: row.try_get("user_principal_name")?,
-        user_display_name: row.try_get("user_display_name")?,
-        user_type: row.try_get("user_type")?,
-        app_id: row.try_get("app_id")?,
-        app_display_name: row.try_get("app_display_name")?,
-        resource_id: row.try_get("resource_id")?,
-        resource_display_name: row.try_get("resource_display_name")?,
-        ip_address: row.try_get("ip_address")?,
-        user_agent: row.try_get("user_agent")?,
-        client_app_used: row.try_get("client_app_used")?,
-        correlation_id: row.try_get("correlation_id")?,
-        is_interactive: row.try_get("is_interactive")?,
-        conditional_access_status: row.try_get("conditional_access_status")?,
-        error_code: row.try_get("error_code")?,
-        failure_reason: row.try_get("failure_reason")?,
-        additional_details: row.try_get("additional_details")?,
-        device_id: row.try_get("device_id")?,
-        browser_id: row.try_get("browser_id")?,
-        device_display_name: row.try_get("device_display_name")?,
-        operating_system: row.try_get("operating_system")?,
-        browser: row.try_get("browser")?,
-        is_compliant: row.try_get("is_compliant")?,
-        is_managed: row.try_get("is_managed")?,
-        trust_type: row.try_get("trust_type")?,
-        city: row.try_get("city")?,
-        state: row.try_get("state")?,
-        country_or_region: row.try_get("country_or_region")?,
-        risk_level_during_sign_in: row.try_get("risk_level_during_sign_in")?,
-        risk_state: row.try_get("risk_state")?,
+        id: get!(row, "id")?,
+        created_at: get!(row, "created_at")?,
+        tenant_id: get!(row, "tenant_id")?,
+        user_id: get!(row, "user_id")?,
+        user_principal_name: get!(row, "user_principal_name")?,
+        user_display_name: get!(row, "user_display_name")?,
+        user_type: get!(row, "user_type")?,
+        app_id: get!(row, "app_id")?,
+        app_display_name: get!(row, "app_display_name")?,
+        resource_id: get!(row, "resource_id")?,
+        resource_display_name: get!(row, "resource_display_name")?,
+        ip_address: get!(row, "ip_address")?,
+        user_agent: get!(row, "user_agent")?,
+        client_app_used: get!(row, "client_app_used")?,
+        correlation_id: get!(row, "correlation_id")?,
+        is_interactive: get!(row, "is_interactive")?,
+        conditional_access_status: get!(row, "conditional_access_status")?,
+        error_code: get!(row, "error_code")?,
+        failure_reason: get!(row, "failure_reason")?,
+        additional_details: get!(row, "additional_details")?,
+        device_id: get!(row, "device_id")?,
+        browser_id: get!(row, "browser_id")?,
+        device_display_name: get!(row, "device_display_name")?,
+        operating_system: get!(row, "operating_system")?,
+        browser: get!(row, "browser")?,
+        is_compliant: get!(row, "is_compliant")?,
+        is_managed: get!(row, "is_managed")?,
+        trust_type: get!(row, "trust_type")?,
+        city: get!(row, "city")?,
+        state: get!(row, "state")?,
+        country_or_region: get!(row, "country_or_region")?,
+        risk_level_during_sign_in: get!(row, "risk_level_during_sign_in")?,
+        risk_state: get!(row, "risk_state")?,
         flag,
     })
 }
@@ -339,7 +375,7 @@ impl Store {
         let (sql, params) = list_statement(query);
         let client = self.pool.get().await?;
         let rows = client
-            .query(&sql, &as_params(&params))
+            .query_typed(&sql, &typed_params(&params))
             .instrument(sql_trace::span(&sql))
             .await?;
         rows.iter()
@@ -360,7 +396,7 @@ impl Store {
         );
         let client = self.pool.get().await?;
         let row = client
-            .query_opt(&sql, &as_params(&params))
+            .query_typed_opt(&sql, &typed_params(&params))
             .instrument(sql_trace::span(&sql))
             .await?;
         row.map(|row| sign_in_from_row(&row))
@@ -475,10 +511,14 @@ fn scope_conditions(scope: ReadScope, params: &mut Vec<SqlValue>) -> Vec<String>
     conditions
 }
 
-fn as_params(params: &[SqlValue]) -> Vec<&(dyn ToSql + Sync)> {
+/// Parameters with their types, for `query_typed`: the statement is parsed, bound and run in
+/// one round trip instead of a prepare and an execute. Being unnamed, it is planned with the
+/// values in hand, as a prepared statement's first executions are, so partial indexes such as
+/// `WHERE flagged_for_review` still apply.
+fn typed_params(params: &[SqlValue]) -> Vec<(&(dyn ToSql + Sync), Type)> {
     params
         .iter()
-        .map(|param| param as &(dyn ToSql + Sync))
+        .map(|param| (param as &(dyn ToSql + Sync), param.sql_type()))
         .collect()
 }
 

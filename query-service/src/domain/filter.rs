@@ -1198,6 +1198,23 @@ pub enum SqlValue {
     IntArray(Vec<i32>),
 }
 
+impl SqlValue {
+    /// The PostgreSQL type this value is sent as, for statements sent with their parameter
+    /// types (one round trip, no prepare).
+    pub fn sql_type(&self) -> Type {
+        match self {
+            SqlValue::Text(_) => Type::TEXT,
+            SqlValue::Int(_) => Type::INT4,
+            SqlValue::Bool(_) => Type::BOOL,
+            SqlValue::Uuid(_) => Type::UUID,
+            SqlValue::Time(_) => Type::TIMESTAMPTZ,
+            SqlValue::TextArray(_) => Type::TEXT_ARRAY,
+            SqlValue::UuidArray(_) => Type::UUID_ARRAY,
+            SqlValue::IntArray(_) => Type::INT4_ARRAY,
+        }
+    }
+}
+
 impl ToSql for SqlValue {
     fn to_sql(
         &self,
