@@ -27,6 +27,16 @@ pub struct Config {
     /// Flag sessions that ended longer ago than this are deleted.
     #[arg(long, env = "FLAG_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub retention: Duration,
+    /// How far back CheckFlags answers from this replica's in-memory mirror of the recent flag
+    /// sessions (caught up with the database before every answer, so replicas still read each
+    /// other's writes at once); older checks query the database. At most half the retention;
+    /// 0 turns the mirror off.
+    #[arg(long, env = "FLAG_MIRROR_HORIZON", default_value = "1h", value_parser = parse_duration)]
+    pub flag_mirror_horizon: Duration,
+    /// The most flag sessions the mirror holds; past it, the mirror keeps those that end last
+    /// and checks before them query the database.
+    #[arg(long, env = "FLAG_MIRROR_MAX_SESSIONS", default_value_t = 100_000)]
+    pub flag_mirror_max_sessions: usize,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
@@ -55,6 +65,8 @@ impl Config {
             flag_ttl: Duration::from_secs(20 * 60),
             max_enables_per_hour: 10,
             retention: Duration::from_secs(30 * 86_400),
+            flag_mirror_horizon: Duration::from_secs(3600),
+            flag_mirror_max_sessions: 100_000,
             auth: AuthArgs::with_secret(jwt_secret),
             tls: TlsArgs::default(),
             log_format: LogFormat::Pretty,

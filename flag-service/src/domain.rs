@@ -88,6 +88,15 @@ pub struct FlagCheck {
     pub at: DateTime<Utc>,
 }
 
+/// When one session flags its key: `[enabled_at, ends_at)`, all the mirror keeps of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionWindow {
+    pub id: Uuid,
+    pub key: FlagKey,
+    pub enabled_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
 /// What ListFlagSessions asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionQuery {

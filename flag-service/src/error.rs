@@ -28,6 +28,9 @@ pub enum FlagError {
     /// A bug or an unexpected database failure.
     #[error("internal error")]
     Internal(#[source] DbError),
+    /// The database answered something its statement cannot produce.
+    #[error("internal error: {0}")]
+    Unexpected(&'static str),
 }
 
 impl FlagError {
@@ -87,6 +90,10 @@ impl From<FlagError> for Status {
             }
             FlagError::Internal(cause) => {
                 tracing::error!(error = %cause, source = ?std::error::Error::source(cause), "internal error");
+                Status::new(Code::Internal, "internal error")
+            }
+            FlagError::Unexpected(what) => {
+                tracing::error!(what, "internal error");
                 Status::new(Code::Internal, "internal error")
             }
         }

@@ -4,6 +4,8 @@
 
 use crate::domain::{FlagCheck, FlagKey, FlagSession, SessionQuery, Trigger};
 use crate::error::FlagError;
+use crate::metrics::CheckCounters;
+use crate::mirror::FlagSessionMirror;
 use crate::store::{EnableOutcome, Store};
 use chrono::{DateTime, Utc};
 use signins_common::auth::Principal;
@@ -26,6 +28,9 @@ pub struct Flagging {
     store: Store,
     clock: Arc<dyn Clock>,
     settings: FlaggingSettings,
+    /// Answers CheckFlags for recent times without a probe per check; `None` when off.
+    mirror: Option<Arc<FlagSessionMirror>>,
+    checks_answered: CheckCounters,
 }
 
 /// What EnableFlagging answers.
@@ -48,7 +53,21 @@ impl Flagging {
             store,
             clock,
             settings,
+            mirror: None,
+            checks_answered: CheckCounters::default(),
         }
+    }
+
+    /// Counts checks by where they were answered in `counters`.
+    pub fn with_check_counters(mut self, counters: CheckCounters) -> Self {
+        self.checks_answered = counters;
+        self
+    }
+
+    /// Answers checks from `mirror` where it covers them.
+    pub fn with_mirror(mut self, mirror: FlagSessionMirror) -> Self {
+        self.mirror = Some(Arc::new(mirror));
+        self
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -140,9 +159,21 @@ impl Flagging {
         Ok(FlagStatus { session, remaining })
     }
 
-    /// The session in force at each check's own time, in request order.
+    /// The session in force at each check's own time, in request order: from the mirror
+    /// when it covers every check's time, else from the database in one statement.
     pub async fn check(&self, checks: &[FlagCheck]) -> Result<Vec<Option<Uuid>>, FlagError> {
-        self.store.check(checks).await
+        if checks.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(mirror) = &self.mirror
+            && let Some(answers) = mirror.check(checks).await?
+        {
+            self.checks_answered.answered_from_mirror(checks.len());
+            return Ok(answers);
+        }
+        let answers = self.store.check(checks).await?;
+        self.checks_answered.answered_from_database(checks.len());
+        Ok(answers)
     }
 
     /// As [`Flagging::check`] for a caller: one whose token names a tenant may ask only about

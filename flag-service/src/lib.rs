@@ -10,6 +10,8 @@
 //! - `convert`: wire ↔ domain, validation with field-named errors.
 //! - `flagging`: the rules (idempotent enable, rate limit, tenant checks, retention).
 //! - `metrics`: the Prometheus metrics, and the active-session gauge.
+//! - `mirror`: each replica's in-memory copy of the recent sessions' windows, caught up with
+//!   the table before each CheckFlags answer (read-your-writes across replicas).
 //! - `domain`: flag keys, flag sessions and their state at a time.
 //! - `store`: the SQL, and the migrations this service owns (schema `flag`).
 //! - `error`: the error type and its one mapping to gRPC status.
@@ -21,6 +23,7 @@ pub mod domain;
 pub mod error;
 pub mod flagging;
 pub mod metrics;
+pub mod mirror;
 pub mod startup;
 pub mod store;
 

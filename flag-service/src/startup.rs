@@ -5,6 +5,7 @@ use crate::api::{ACCESS, FlagApi};
 use crate::config::Config;
 use crate::flagging::{Flagging, FlaggingSettings};
 use crate::metrics::Metrics;
+use crate::mirror::{FlagSessionMirror, MirrorSettings};
 use crate::store::{MIGRATIONS, SCHEMA, Store};
 use signins_common::auth::{AuthLayer, KeyError};
 use signins_common::clock::{Clock, SystemClock};
@@ -117,14 +118,22 @@ impl Application {
         };
         let store = Store::new(pool);
         let metrics = Metrics::new(&store, clock.clone());
-        let flagging = Flagging::new(
+        let mut flagging = Flagging::new(
             store.clone(),
-            clock,
+            clock.clone(),
             FlaggingSettings {
                 flag_ttl: config.flag_ttl,
                 max_enables_per_hour: config.max_enables_per_hour,
             },
-        );
+        )
+        .with_check_counters(metrics.checks.clone());
+        if let Some(settings) = MirrorSettings::new(
+            config.flag_mirror_horizon,
+            config.flag_mirror_max_sessions,
+            config.retention,
+        ) {
+            flagging = flagging.with_mirror(FlagSessionMirror::new(store.clone(), clock, settings));
+        }
         Ok(Self {
             listener,
             local_addr,

@@ -1,7 +1,7 @@
 //! SQL over `flag.flag_sessions`: one function per statement, every value a parameter, each
 //! statement in its own span ([`sql_trace`]).
 
-use crate::domain::{FlagCheck, FlagKey, FlagSession, SessionQuery, Trigger};
+use crate::domain::{FlagCheck, FlagKey, FlagSession, SessionQuery, SessionWindow, Trigger};
 use crate::error::FlagError;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "flag_sessions_by_key_covering",
         sql: include_str!("../migrations/0002_flag_sessions_by_key_covering.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "flag_sessions_change_stamp",
+        sql: include_str!("../migrations/0003_flag_sessions_change_stamp.sql"),
     },
 ];
 
@@ -116,6 +121,37 @@ static CHECK_BATCH: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The snapshot this statement reads in, and the windows of the sessions that end after $1,
+/// the $2 that end last. The snapshot comes back even when no session matches (the outer
+/// join), so the next [`CHANGED_SINCE_1`] knows where to start.
+static RECENT_WINDOWS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT snapshot::text, f.id, f.tenant_id, f.user_id, f.device_id, f.browser_id,
+                f.enabled_at, f.ends_at
+         FROM (SELECT pg_current_snapshot() AS snapshot) now
+         LEFT JOIN LATERAL (
+             SELECT id, tenant_id, user_id, device_id, browser_id, enabled_at, {ENDS_AT} AS ends_at
+             FROM flag.flag_sessions
+             WHERE expires_at > $1 AND {ENDS_AT} > $1
+             ORDER BY {ENDS_AT} DESC LIMIT $2
+         ) f ON true"
+    )
+});
+
+/// The snapshot this statement reads in, and the windows of every session row written by a
+/// transaction that the snapshot $1 did not see (migration 0003 stamps each row version with
+/// its writer). Everything below $1's xmin was visible to $1, hence the index range.
+static CHANGED_SINCE_1: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT snapshot::text, f.id, f.tenant_id, f.user_id, f.device_id, f.browser_id,
+                f.enabled_at, {ENDS_AT} AS ends_at
+         FROM (SELECT pg_current_snapshot() AS snapshot) now
+         LEFT JOIN flag.flag_sessions f
+           ON f.changed_in >= pg_snapshot_xmin($1::text::pg_snapshot)
+          AND NOT pg_visible_in_snapshot(f.changed_in, $1::text::pg_snapshot)"
+    )
+});
+
 static LIST: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {COLUMNS} FROM flag.flag_sessions
@@ -127,6 +163,43 @@ static LIST: LazyLock<String> = LazyLock::new(|| {
          LIMIT $7"
     )
 });
+
+/// A snapshot and the session windows read in it ([`RECENT_WINDOWS`], [`CHANGED_SINCE_1`]).
+#[derive(Debug)]
+pub struct WindowsRead {
+    /// `pg_current_snapshot()` of the statement, as text, for the next read.
+    pub snapshot: String,
+    pub windows: Vec<SessionWindow>,
+}
+
+fn windows_from_rows(rows: &[Row]) -> Result<WindowsRead, FlagError> {
+    let mut snapshot = None;
+    let mut windows = Vec::with_capacity(rows.len());
+    for row in rows {
+        if snapshot.is_none() {
+            snapshot = Some(row.try_get::<_, String>(0)?);
+        }
+        // The outer join's row when nothing matched.
+        let Some(id) = row.try_get::<_, Option<Uuid>>(1)? else {
+            continue;
+        };
+        windows.push(SessionWindow {
+            id,
+            key: FlagKey {
+                tenant_id: row.try_get(2)?,
+                user_id: row.try_get(3)?,
+                device_id: row.try_get(4)?,
+                browser_id: row.try_get(5)?,
+            },
+            enabled_at: row.try_get(6)?,
+            ends_at: row.try_get(7)?,
+        });
+    }
+    let snapshot = snapshot.ok_or(FlagError::Unexpected(
+        "the snapshot statement returned no row",
+    ))?;
+    Ok(WindowsRead { snapshot, windows })
+}
 
 fn session_from_row(row: &Row) -> Result<FlagSession, tokio_postgres::Error> {
     Ok(FlagSession {
@@ -377,6 +450,36 @@ impl Store {
             }
         }
         Ok(results)
+    }
+
+    /// The windows of the `limit` sessions that end last among those ending after
+    /// `ended_after`, with the snapshot they were read in: the mirror's full load.
+    pub async fn recent_windows(
+        &self,
+        ended_after: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<WindowsRead, FlagError> {
+        let client = self.pool.get().await?;
+        let rows = async {
+            let statement = client.prepare_cached(&RECENT_WINDOWS).await?;
+            client.query(&statement, &[&ended_after, &limit]).await
+        }
+        .instrument(sql_trace::span(&RECENT_WINDOWS))
+        .await?;
+        windows_from_rows(&rows)
+    }
+
+    /// The windows of the session rows written since `snapshot` was taken, with the snapshot
+    /// they were read in: the mirror's catch-up, one round trip.
+    pub async fn windows_changed_since(&self, snapshot: &str) -> Result<WindowsRead, FlagError> {
+        let client = self.pool.get().await?;
+        let rows = async {
+            let statement = client.prepare_cached(&CHANGED_SINCE_1).await?;
+            client.query(&statement, &[&snapshot]).await
+        }
+        .instrument(sql_trace::span(&CHANGED_SINCE_1))
+        .await?;
+        windows_from_rows(&rows)
     }
 
     /// A page of a tenant's sessions, newest first, one more than asked so the caller knows

@@ -131,6 +131,11 @@ async fn a_session_enabled_on_one_replica_is_seen_at_once_on_the_other_and_so_is
     let mut flags_b = flag_client(replica_b.addr, &token).await;
     let mut checker_b = flag_client(replica_b.addr, &check_token).await;
     let key = Key::random();
+    // Both replicas answer a check first, so what follows is answered by mirrors that were
+    // already loaded and must catch up, not by a first load.
+    for checker in [&mut checker_a, &mut checker_b] {
+        assert!(!check(checker, vec![key.check_at(Utc::now())]).await[0].flagged);
+    }
 
     let session = enable(&mut flags_a, &key).await;
     let enabled_at = from_timestamp(session.enabled_date_time.as_ref().unwrap());
@@ -429,7 +434,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
 async fn play(
     clock: &ManualClock,
     flags: &mut FlagClient,
-    checker: &mut FlagClient,
+    checkers: &mut [FlagClient],
     steps: Vec<Step>,
     offsets: Vec<i64>,
 ) -> Result<(), TestCaseError> {
@@ -538,19 +543,25 @@ async fn play(
             );
         }
     }
-    let results = checker
-        .check_flags(flag::CheckFlagsRequest { checks })
-        .await
-        .map_err(|status| TestCaseError::fail(format!("{status:?}")))?
-        .into_inner()
-        .results;
-    prop_assert_eq!(results.len(), expected.len());
-    for (result, expected) in results.iter().zip(&expected) {
-        prop_assert_eq!(result.flagged, expected.is_some());
-        prop_assert_eq!(
-            result.flag_session_id.as_str(),
-            expected.as_deref().unwrap_or_default()
-        );
+    for (replica, checker) in checkers.iter_mut().enumerate() {
+        let results = checker
+            .check_flags(flag::CheckFlagsRequest {
+                checks: checks.clone(),
+            })
+            .await
+            .map_err(|status| TestCaseError::fail(format!("replica {replica}: {status:?}")))?
+            .into_inner()
+            .results;
+        prop_assert_eq!(results.len(), expected.len());
+        for (result, expected) in results.iter().zip(&expected) {
+            prop_assert_eq!(result.flagged, expected.is_some(), "replica {}", replica);
+            prop_assert_eq!(
+                result.flag_session_id.as_str(),
+                expected.as_deref().unwrap_or_default(),
+                "replica {}",
+                replica
+            );
+        }
     }
     Ok(())
 }
@@ -565,11 +576,31 @@ fn random_histories_of_enable_disable_and_time_agree_with_a_reference_model() {
         max_enables_per_hour: MODEL_LIMIT,
         ..Options::default()
     }));
-    let (flags, checker) = runtime.block_on(async {
-        (
-            system.flag_client(&system.gateway_token()).await,
-            checker(&system).await,
-        )
+    // Beside the default replica (the mirror for the last hour, the database before), one
+    // whose mirror reaches back over the whole test and one without a mirror: all three must
+    // give the model's answers.
+    let year = Duration::from_secs(365 * 86_400);
+    let replicas = runtime.block_on(async {
+        let mut replicas = Vec::new();
+        for horizon in [year, Duration::ZERO] {
+            let mut config = signins_tests::flag_service_config(
+                &system.database.url,
+                &system.options,
+                "127.0.0.1:0",
+            );
+            config.retention = 2 * year;
+            config.flag_mirror_horizon = horizon;
+            replicas.push(signins_tests::start_flag_service_with(config, &system.options).await);
+        }
+        replicas
+    });
+    let (flags, checkers) = runtime.block_on(async {
+        let check_token = system.token("query-service", None, &[Role::FlaggingCheck]);
+        let mut checkers = vec![checker(&system).await];
+        for replica in &replicas {
+            checkers.push(flag_client(replica.addr, &check_token).await);
+        }
+        (system.flag_client(&system.gateway_token()).await, checkers)
     });
     let mut runner = TestRunner::new(ProptestConfig {
         cases: 24,
@@ -584,11 +615,12 @@ fn random_histories_of_enable_disable_and_time_agree_with_a_reference_model() {
             proptest::collection::vec(-3_600_000_000_i64..7_200_000_000, 0..12),
         ),
         |(steps, offsets)| {
-            let (mut flags, mut checker) = (flags.clone(), checker.clone());
-            runtime.block_on(play(&clock, &mut flags, &mut checker, steps, offsets))
+            let (mut flags, mut checkers) = (flags.clone(), checkers.clone());
+            runtime.block_on(play(&clock, &mut flags, &mut checkers, steps, offsets))
         },
     );
 
+    drop(replicas);
     drop(system);
     result.unwrap();
 }
