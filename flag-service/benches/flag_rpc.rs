@@ -59,7 +59,9 @@ async fn start() -> Servers {
     tokio::spawn(application.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    database.fill(sessions, Utc::now()).await;
+    database
+        .fill(sessions, Utc::now(), support::RECENT_SPREAD_MINUTES)
+        .await;
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let echo = listener.local_addr().unwrap();

@@ -2,7 +2,10 @@
 //! be read from `/proc/<pid>/status` (VmHWM: peak resident set) with a large table behind it.
 //!
 //! It makes a fresh database, starts the `flag-service` binary on it, writes `SESSIONS`
-//! sessions (default 1,000,000; about half active), then for `SECONDS` each (default 10):
+//! sessions (default 1,000,000) enabled evenly over the last `SPREAD_MINUTES` (default 43,200:
+//! the 30 days of the default retention, so the table holds what a service keeps; 40 makes
+//! every session recent, about half active: a stress case past the mirror's default 100,000
+//! sessions), then for `SECONDS` each (default 10):
 //! CheckFlags in batches of 1,000 with `IN_FLIGHT` calls outstanding (default 4), and
 //! GetFlagStatus one call at a time; it prints throughput, latency percentiles and the
 //! service's VmHWM/VmRSS, stops the service with SIGTERM and drops the database.
@@ -206,6 +209,7 @@ fn stop(child: &mut Child) -> bool {
 #[tokio::main]
 async fn main() {
     let sessions = setting("SESSIONS", 1_000_000);
+    let spread_minutes = i64::try_from(setting("SPREAD_MINUTES", 43_200)).unwrap();
     let seconds = Duration::from_secs(setting("SECONDS", 10));
     let in_flight = setting("IN_FLIGHT", 4) as usize;
 
@@ -214,7 +218,7 @@ async fn main() {
     let pid = child.id();
     let (idle_hwm, _) = memory_kib(pid);
     let filling = Instant::now();
-    database.fill(sessions, Utc::now()).await;
+    database.fill(sessions, Utc::now(), spread_minutes).await;
     println!(
         "flag-service pid {pid} on {addr}; {sessions} sessions written in {:.1} s; VmHWM at start {} KiB",
         filling.elapsed().as_secs_f64(),

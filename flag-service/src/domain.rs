@@ -88,11 +88,15 @@ pub struct FlagCheck {
     pub at: DateTime<Utc>,
 }
 
-/// When one session flags its key: `[enabled_at, ends_at)`, all the mirror keeps of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionWindow {
+/// When one session flags its key: `[enabled_at, ends_at)`, all the mirror keeps of it. The
+/// key's ids are borrowed from the row they were read from: the mirror keeps only their hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionWindow<'a> {
     pub id: Uuid,
-    pub key: FlagKey,
+    pub tenant_id: Uuid,
+    pub user_id: Uuid,
+    pub device_id: &'a str,
+    pub browser_id: &'a str,
     pub enabled_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
 }

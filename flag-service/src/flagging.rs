@@ -58,6 +58,14 @@ impl Flagging {
         }
     }
 
+    /// Loads the mirror, if there is one, so the first CheckFlags call does not wait for it.
+    pub async fn load_mirror(&self) -> Result<(), FlagError> {
+        match &self.mirror {
+            Some(mirror) => mirror.load().await,
+            None => Ok(()),
+        }
+    }
+
     /// Counts checks by where they were answered in `counters`.
     pub fn with_check_counters(mut self, counters: CheckCounters) -> Self {
         self.checks_answered = counters;

@@ -21,13 +21,13 @@
 //!   [`MirrorSettings::new`]), so a deleted session could only have flagged checks the mirror
 //!   does not answer.
 
-use crate::domain::{FlagCheck, FlagKey, SessionWindow};
+use crate::domain::{FlagCheck, SessionWindow};
 use crate::error::FlagError;
 use crate::store::Store;
 use chrono::{DateTime, TimeDelta, Utc};
 use signins_common::clock::Clock;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 use std::time::Duration;
@@ -150,6 +150,9 @@ impl Windows {
             !windows.is_empty()
         });
         self.count = count;
+        if self.by_key.capacity() > 4 * self.by_key.len().max(1024) {
+            self.by_key.shrink_to_fit();
+        }
     }
 
     /// Drops the windows that end first until at most `max` remain.
@@ -217,9 +220,26 @@ impl FlagSessionMirror {
         }
     }
 
-    fn key_hash(&self, key: &FlagKey) -> KeyHash {
+    /// The hash of the flag key (tenant, user, device, browser): two independently keyed
+    /// 64-bit hashes, so two keys share one with a chance of 2^-128.
+    fn key_hash(
+        &self,
+        tenant_id: Uuid,
+        user_id: Uuid,
+        device_id: &str,
+        browser_id: &str,
+    ) -> KeyHash {
+        let hash = |state: &RandomState| {
+            let mut hasher = state.build_hasher();
+            tenant_id.hash(&mut hasher);
+            user_id.hash(&mut hasher);
+            // A str's hash ends with a separator, so ("ab", "c") and ("a", "bc") differ.
+            device_id.hash(&mut hasher);
+            browser_id.hash(&mut hasher);
+            hasher.finish()
+        };
         let (high, low) = &self.key_hashers;
-        (u128::from(high.hash_one(key)) << 64) | u128::from(low.hash_one(key))
+        (u128::from(hash(high)) << 64) | u128::from(hash(low))
     }
 
     /// The earliest time the mirror answers for at `now`.
@@ -259,9 +279,19 @@ impl FlagSessionMirror {
             checks
                 .iter()
                 .zip(times)
-                .map(|(check, at)| windows.in_force(self.key_hash(&check.key), at))
+                .map(|(check, at)| {
+                    let key = &check.key;
+                    let hash =
+                        self.key_hash(key.tenant_id, key.user_id, &key.device_id, &key.browser_id);
+                    windows.in_force(hash, at)
+                })
                 .collect(),
         ))
+    }
+
+    /// Loads the mirror now rather than in the first CheckFlags call.
+    pub async fn load(&self) -> Result<(), FlagError> {
+        self.catch_up().await
     }
 
     fn read_windows(&self) -> std::sync::RwLockReadGuard<'_, Windows> {
@@ -282,59 +312,107 @@ impl FlagSessionMirror {
         }
         let number = self.reads_started.fetch_add(1, Ordering::SeqCst) + 1;
         let now = self.clock.now();
-        match state.snapshot.as_deref() {
-            None => {
-                let from = now.checked_sub_signed(self.horizon).unwrap_or(now);
-                let limit = i64::try_from(self.max_sessions.saturating_add(1)).unwrap_or(i64::MAX);
-                let read = self.store.recent_windows(from, limit).await?;
-                let mut windows = Windows {
-                    covered_from: pg_micros(from),
-                    ..Windows::default()
-                };
-                self.apply(&mut windows, read.windows);
-                windows.limit_to(self.max_sessions);
-                *self.write_windows() = windows;
-                state.snapshot = Some(read.snapshot);
-                state.last_prune = Some(now);
-            }
-            Some(snapshot) => {
-                let read = self.store.windows_changed_since(snapshot).await?;
-                let prune = state
-                    .last_prune
-                    .is_none_or(|last| now - last >= PRUNE_INTERVAL || now < last);
-                {
-                    let mut windows = self.write_windows();
-                    self.apply(&mut windows, read.windows);
-                    if prune && let Some(horizon) = self.horizon_at(now) {
-                        windows.cover_from(horizon);
-                    }
-                    windows.limit_to(self.max_sessions);
-                }
-                if prune {
-                    state.last_prune = Some(now);
-                }
-                state.snapshot = Some(read.snapshot);
-            }
-        }
+        let caught_up = match state.snapshot.clone() {
+            Some(snapshot) => self.read_changes(&snapshot, now, &mut state).await?,
+            None => None,
+        };
+        let snapshot = match caught_up {
+            Some(snapshot) => snapshot,
+            None => self.load_all(now, &mut state).await?,
+        };
+        state.snapshot = Some(snapshot);
         self.reads_finished.store(number, Ordering::SeqCst);
         Ok(())
     }
 
-    fn apply(&self, windows: &mut Windows, read: Vec<SessionWindow>) {
-        for session in read {
-            let (Some(enabled), Some(ends)) =
-                (pg_micros(session.enabled_at), pg_micros(session.ends_at))
-            else {
-                continue;
-            };
-            windows.apply(
-                self.key_hash(&session.key),
-                Window {
-                    id: session.id,
-                    enabled,
-                    ends,
-                },
+    /// Replaces the mirror with the sessions ending after `now - horizon` (at most
+    /// `max_sessions` of them, those that end last); returns the snapshot read in.
+    async fn load_all(&self, now: DateTime<Utc>, state: &mut CatchUp) -> Result<String, FlagError> {
+        let from = now.checked_sub_signed(self.horizon).unwrap_or(now);
+        let limit = i64::try_from(self.max_sessions.saturating_add(1)).unwrap_or(i64::MAX);
+        let mut windows = Windows {
+            covered_from: pg_micros(from),
+            ..Windows::default()
+        };
+        let snapshot = self
+            .store
+            .recent_windows(from, limit, &mut |session| {
+                self.apply(&mut windows, session);
+            })
+            .await?;
+        windows.limit_to(self.max_sessions);
+        *self.write_windows() = windows;
+        state.last_prune = Some(now);
+        Ok(snapshot)
+    }
+
+    /// Applies the rows written since `snapshot`; returns the snapshot read in, or `None` when
+    /// more rows changed than the mirror may hold (a bulk load): then a full load is cheaper
+    /// than holding them all.
+    async fn read_changes(
+        &self,
+        snapshot: &str,
+        now: DateTime<Utc>,
+        state: &mut CatchUp,
+    ) -> Result<Option<String>, FlagError> {
+        // Usually a handful of rows: gathered, then applied at once, so a check never sees
+        // half a read.
+        let mut changed = Vec::new();
+        let mut too_many = false;
+        let snapshot = self
+            .store
+            .windows_changed_since(snapshot, &mut |session| {
+                if changed.len() >= self.max_sessions {
+                    too_many = true;
+                } else if let Some(window) = self.window_of(session) {
+                    changed.push(window);
+                }
+            })
+            .await?;
+        if too_many {
+            tracing::info!(
+                max_sessions = self.max_sessions,
+                "more flag sessions changed than the mirror holds; reloading it"
             );
+            return Ok(None);
+        }
+        let prune = state
+            .last_prune
+            .is_none_or(|last| now - last >= PRUNE_INTERVAL || now < last);
+        {
+            let mut windows = self.write_windows();
+            for (key, window) in changed {
+                windows.apply(key, window);
+            }
+            if prune && let Some(horizon) = self.horizon_at(now) {
+                windows.cover_from(horizon);
+            }
+            windows.limit_to(self.max_sessions);
+        }
+        if prune {
+            state.last_prune = Some(now);
+        }
+        Ok(Some(snapshot))
+    }
+
+    fn window_of(&self, session: SessionWindow<'_>) -> Option<(KeyHash, Window)> {
+        let key = self.key_hash(
+            session.tenant_id,
+            session.user_id,
+            session.device_id,
+            session.browser_id,
+        );
+        let window = Window {
+            id: session.id,
+            enabled: pg_micros(session.enabled_at)?,
+            ends: pg_micros(session.ends_at)?,
+        };
+        Some((key, window))
+    }
+
+    fn apply(&self, windows: &mut Windows, session: SessionWindow<'_>) {
+        if let Some((key, window)) = self.window_of(session) {
+            windows.apply(key, window);
         }
     }
 

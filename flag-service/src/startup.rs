@@ -164,6 +164,12 @@ impl Application {
     {
         tracing::info!(address = %self.local_addr, tls = self.tls.is_some(), flag_ttl = ?self.config.flag_ttl, "flag-service listening");
         let retention = tokio::spawn(run_retention(self.flagging.clone(), self.config.retention));
+        let flagging = self.flagging.clone();
+        let mirror = tokio::spawn(async move {
+            if let Err(error) = flagging.load_mirror().await {
+                tracing::warn!(%error, "cannot load the flag session mirror yet; the first CheckFlags will");
+            }
+        });
         let metrics = self.metrics_listener.map(|listener| {
             tokio::spawn(signins_common::metrics::serve(
                 listener,
@@ -186,6 +192,7 @@ impl Application {
         )
         .await;
         retention.abort();
+        mirror.abort();
         if let Some(metrics) = metrics {
             metrics.abort();
         }

@@ -5,10 +5,12 @@ use crate::domain::{FlagCheck, FlagKey, FlagSession, SessionQuery, SessionWindow
 use crate::error::FlagError;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
+use futures::TryStreamExt;
 use signins_common::db::Migration;
 use signins_common::sql_trace;
 use std::sync::LazyLock;
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -164,18 +166,26 @@ static LIST: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// A snapshot and the session windows read in it ([`RECENT_WINDOWS`], [`CHANGED_SINCE_1`]).
-#[derive(Debug)]
-pub struct WindowsRead {
-    /// `pg_current_snapshot()` of the statement, as text, for the next read.
-    pub snapshot: String,
-    pub windows: Vec<SessionWindow>,
-}
-
-fn windows_from_rows(rows: &[Row]) -> Result<WindowsRead, FlagError> {
+/// Runs [`RECENT_WINDOWS`] or [`CHANGED_SINCE_1`], hands each session window to `each` as its
+/// row arrives (nothing of the result is held, however many rows), and returns the snapshot
+/// the statement read in.
+async fn read_windows(
+    client: &deadpool_postgres::Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    each: &mut impl FnMut(SessionWindow<'_>),
+) -> Result<String, FlagError> {
+    let rows = async {
+        let statement = client.prepare_cached(sql).await?;
+        client
+            .query_raw(&statement, params.iter().map(|param| *param as &dyn ToSql))
+            .await
+    }
+    .instrument(sql_trace::span(sql))
+    .await?;
+    futures::pin_mut!(rows);
     let mut snapshot = None;
-    let mut windows = Vec::with_capacity(rows.len());
-    for row in rows {
+    while let Some(row) = rows.try_next().await? {
         if snapshot.is_none() {
             snapshot = Some(row.try_get::<_, String>(0)?);
         }
@@ -183,22 +193,19 @@ fn windows_from_rows(rows: &[Row]) -> Result<WindowsRead, FlagError> {
         let Some(id) = row.try_get::<_, Option<Uuid>>(1)? else {
             continue;
         };
-        windows.push(SessionWindow {
+        each(SessionWindow {
             id,
-            key: FlagKey {
-                tenant_id: row.try_get(2)?,
-                user_id: row.try_get(3)?,
-                device_id: row.try_get(4)?,
-                browser_id: row.try_get(5)?,
-            },
+            tenant_id: row.try_get(2)?,
+            user_id: row.try_get(3)?,
+            device_id: row.try_get(4)?,
+            browser_id: row.try_get(5)?,
             enabled_at: row.try_get(6)?,
             ends_at: row.try_get(7)?,
         });
     }
-    let snapshot = snapshot.ok_or(FlagError::Unexpected(
+    snapshot.ok_or(FlagError::Unexpected(
         "the snapshot statement returned no row",
-    ))?;
-    Ok(WindowsRead { snapshot, windows })
+    ))
 }
 
 fn session_from_row(row: &Row) -> Result<FlagSession, tokio_postgres::Error> {
@@ -452,34 +459,27 @@ impl Store {
         Ok(results)
     }
 
-    /// The windows of the `limit` sessions that end last among those ending after
-    /// `ended_after`, with the snapshot they were read in: the mirror's full load.
+    /// Hands `each` the windows of the `limit` sessions that end last among those ending after
+    /// `ended_after`; returns the snapshot they were read in: the mirror's full load.
     pub async fn recent_windows(
         &self,
         ended_after: DateTime<Utc>,
         limit: i64,
-    ) -> Result<WindowsRead, FlagError> {
+        each: &mut impl FnMut(SessionWindow<'_>),
+    ) -> Result<String, FlagError> {
         let client = self.pool.get().await?;
-        let rows = async {
-            let statement = client.prepare_cached(&RECENT_WINDOWS).await?;
-            client.query(&statement, &[&ended_after, &limit]).await
-        }
-        .instrument(sql_trace::span(&RECENT_WINDOWS))
-        .await?;
-        windows_from_rows(&rows)
+        read_windows(&client, &RECENT_WINDOWS, &[&ended_after, &limit], each).await
     }
 
-    /// The windows of the session rows written since `snapshot` was taken, with the snapshot
-    /// they were read in: the mirror's catch-up, one round trip.
-    pub async fn windows_changed_since(&self, snapshot: &str) -> Result<WindowsRead, FlagError> {
+    /// Hands `each` the windows of the session rows written since `snapshot` was taken;
+    /// returns the snapshot they were read in: the mirror's catch-up, one round trip.
+    pub async fn windows_changed_since(
+        &self,
+        snapshot: &str,
+        each: &mut impl FnMut(SessionWindow<'_>),
+    ) -> Result<String, FlagError> {
         let client = self.pool.get().await?;
-        let rows = async {
-            let statement = client.prepare_cached(&CHANGED_SINCE_1).await?;
-            client.query(&statement, &[&snapshot]).await
-        }
-        .instrument(sql_trace::span(&CHANGED_SINCE_1))
-        .await?;
-        windows_from_rows(&rows)
+        read_windows(&client, &CHANGED_SINCE_1, &[&snapshot], each).await
     }
 
     /// A page of a tenant's sessions, newest first, one more than asked so the caller knows

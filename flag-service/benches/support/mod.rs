@@ -22,9 +22,10 @@ use uuid::Uuid;
 /// The HS256 secret of the flag-service under test.
 pub const SECRET: &str = "bench-secret-not-for-production";
 
-/// Sessions are enabled 0..SPREAD minutes before "now" with the default 20 minute TTL, so
-/// about half of them are active and half expired: lookups find both kinds.
-const SPREAD_MINUTES: i64 = 40;
+/// Sessions enabled 0..40 minutes before "now" with the default 20 minute TTL: about half of
+/// them active and half expired, so lookups find both kinds (a stress case: every session is
+/// recent).
+pub const RECENT_SPREAD_MINUTES: i64 = 40;
 
 /// The admin connection, from `BENCH_DATABASE_URL` or `TEST_DATABASE_URL`.
 pub fn admin_url() -> String {
@@ -74,9 +75,10 @@ impl BenchDatabase {
             .await;
     }
 
-    /// Writes `count` sessions, numbered 0..count, as of `now` (the schema must exist: start
-    /// flag-service first, it migrates). Plain SQL in chunks: far faster than the RPC.
-    pub async fn fill(&self, count: u64, now: DateTime<Utc>) {
+    /// Writes `count` sessions, numbered 0..count, enabled 0..`spread_minutes` before `now`
+    /// (the schema must exist: start flag-service first, it migrates). Plain SQL in chunks:
+    /// far faster than the RPC.
+    pub async fn fill(&self, count: u64, now: DateTime<Utc>, spread_minutes: i64) {
         let client = connect(&self.url).await;
         let chunk = 100_000_u64;
         let mut first = 0_u64;
@@ -96,7 +98,7 @@ impl BenchDatabase {
                              + interval '20 minutes',
                          'bench', 50126
                      FROM generate_series($2::bigint, $3::bigint) AS n",
-                    &[&now, &first_n, &last_n, &SPREAD_MINUTES],
+                    &[&now, &first_n, &last_n, &spread_minutes],
                 )
                 .await
                 .expect("fill flag sessions");

@@ -1186,3 +1186,37 @@ async fn the_longest_allowed_ids_and_an_unregistered_device_are_accepted() {
     assert_eq!(no_trigger.created, Some(true));
     assert!(no_trigger.session.unwrap().trigger.is_none());
 }
+
+#[tokio::test]
+async fn a_replica_whose_mirror_overflows_still_answers_exactly() {
+    let system = TestSystem::start().await;
+    let mut config =
+        signins_tests::flag_service_config(&system.database.url, &system.options, "127.0.0.1:0");
+    config.flag_mirror_max_sessions = 5;
+    let small = signins_tests::start_flag_service_with(config, &system.options).await;
+    let mut flags = system.flag_client(&system.gateway_token()).await;
+    let mut small_checker = flag_client(
+        small.addr,
+        &system.token("query-service", None, &[Role::FlaggingCheck]),
+    )
+    .await;
+    let keys: Vec<Key> = (0..8).map(|_| Key::random()).collect();
+    let unflagged = Key::random();
+    assert!(!check(&mut small_checker, vec![unflagged.check_at(Utc::now())]).await[0].flagged);
+
+    // Eight new sessions, more than the small mirror holds, all read by its next catch-up.
+    let mut sessions = Vec::new();
+    for key in &keys {
+        sessions.push(enable(&mut flags, key).await);
+    }
+    let now = Utc::now();
+    let mut checks: Vec<_> = keys.iter().map(|key| key.check_at(now)).collect();
+    checks.push(unflagged.check_at(now));
+    let results = check(&mut small_checker, checks).await;
+
+    for (result, session) in results.iter().zip(&sessions) {
+        assert!(result.flagged);
+        assert_eq!(result.flag_session_id, session.id);
+    }
+    assert!(!results[8].flagged);
+}
