@@ -9,7 +9,8 @@
 //!   waiting for it, so under load most calls share one round trip; with one call in flight it
 //!   is one small statement, where the database path was one probe per check.
 //! - **Nothing written is missed.** Every row version carries the id of the transaction that
-//!   wrote it (migration 0003, by trigger, whoever writes). Each read returns PostgreSQL's
+//!   wrote it (`changed_in`: a column default for inserts, and the disable statement sets it;
+//!   migration 0003, no trigger). Each read returns PostgreSQL's
 //!   snapshot; the next read returns the rows whose writer that snapshot did not see. So after
 //!   a read the mirror holds exactly what the table held in the read's snapshot.
 //! - **Coverage.** The mirror keeps the sessions that end after `covered_from` (about

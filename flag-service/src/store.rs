@@ -67,7 +67,8 @@ static IN_FORCE_AT_5: LazyLock<String> = LazyLock::new(|| {
 /// row the first one updated, changes nothing.
 static DISABLE_AT_5: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE flag.flag_sessions SET disabled_at = $5, disabled_by = $6
+        "UPDATE flag.flag_sessions
+         SET disabled_at = $5, disabled_by = $6, changed_in = pg_current_xact_id()
          WHERE tenant_id = $1 AND id = (SELECT id FROM ({in_force}) in_force)
            AND enabled_at <= $5 AND $5 < {ENDS_AT}
          RETURNING {COLUMNS}",
@@ -141,8 +142,8 @@ static RECENT_WINDOWS: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// The snapshot this statement reads in, and the windows of every session row written by a
-/// transaction that the snapshot $1 did not see (migration 0003 stamps each row version with
-/// its writer). Everything below $1's xmin was visible to $1, hence the index range.
+/// transaction that the snapshot $1 did not see (each row version carries its writer's id in
+/// `changed_in`, migration 0003). Everything below $1's xmin was visible to $1, hence the index range.
 static CHANGED_SINCE_1: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT snapshot::text, f.id, f.tenant_id, f.user_id, f.device_id, f.browser_id,

@@ -145,11 +145,15 @@ async fn a_session_enabled_on_one_replica_is_seen_at_once_on_the_other_and_so_is
         .unwrap()
         .into_inner();
     let check_on_b = check(&mut checker_b, vec![key.check_at(enabled_at)]).await;
+    // A's mirror takes the session in too, so the disable below must reach a mirror that holds
+    // it (a mirror that last read before the enable would read the row afresh either way).
+    let check_on_a = check(&mut checker_a, vec![key.check_at(Utc::now())]).await;
 
     assert_eq!(status_on_b.flagged, Some(true));
     assert_eq!(status_on_b.session.unwrap().id, session.id);
     assert!(check_on_b[0].flagged);
     assert_eq!(check_on_b[0].flag_session_id, session.id);
+    assert!(check_on_a[0].flagged);
 
     let disabled = flags_b
         .disable_flagging(key.disable())
