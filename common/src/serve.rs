@@ -29,6 +29,21 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// What both reflection protocols describe: the service, health, and both reflection services,
+/// so that `grpcurl list` shows the same list whichever protocol the client speaks.
+fn reflection_builder(service: &str) -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(signins_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+        .with_service_name(service)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+}
+
 /// Knobs of [`serve`].
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -74,20 +89,8 @@ where
     set_status(&reporter, S::NAME, ServingStatus::NotServing).await;
     let probe = tokio::spawn(follow_database(reporter.clone(), pool, S::NAME));
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(signins_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(S::NAME)
-        .with_service_name("grpc.health.v1.Health")
-        .with_service_name("grpc.reflection.v1.ServerReflection")
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(signins_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(S::NAME)
-        .with_service_name("grpc.health.v1.Health")
-        .with_service_name("grpc.reflection.v1alpha.ServerReflection")
-        .build_v1alpha()?;
+    let reflection_v1 = reflection_builder(S::NAME).build_v1()?;
+    let reflection_v1alpha = reflection_builder(S::NAME).build_v1alpha()?;
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_reporter = reporter.clone();
