@@ -389,8 +389,10 @@ impl Store {
         let mut conditions = scope_conditions(scope, &mut params);
         params.push(SqlValue::Uuid(id));
         conditions.push(format!("id = ${}", params.len()));
+        // One id may be stored at two times (the key holds createdDateTime, see migration 0001):
+        // the earliest answers.
         let sql = format!(
-            "SELECT {} FROM query.sign_ins WHERE {}",
+            "SELECT {} FROM query.sign_ins WHERE {} ORDER BY created_at, recorded_at LIMIT 1",
             *COLUMN_LIST,
             conditions.join(" AND ")
         );

@@ -1,7 +1,7 @@
 //! query-service's ingestion: idempotency, validation, streaming, degraded mode.
 
 use chrono::Utc;
-use signins_tests::{Key, Options, TestSystem, eventually, query, start_flag_service};
+use signins_tests::{Key, Options, TestSystem, eventually, query, start_flag_service, timestamp};
 use std::time::Duration;
 use tonic::Code;
 
@@ -38,6 +38,48 @@ async fn the_same_batch_twice_is_stored_once() {
         .unwrap()
         .get(0);
     assert_eq!(stored, 25);
+}
+
+#[tokio::test]
+async fn an_id_sent_again_with_another_time_is_a_second_event_and_get_answers_the_first() {
+    // The log's key is (tenant, createdDateTime, id): a partitioned table's keys hold its
+    // partition key. A retry resends the same event; an id reused with another time is
+    // stored as what it claims to be, and GetSignIn still answers (the earliest), never an
+    // error.
+    let system = TestSystem::start().await;
+    let key = Key::random();
+    let mut gateway = system.query_client(&system.gateway_token()).await;
+    let mut reader = system.query_client(&system.reader_token(key.tenant)).await;
+    let first = key.sign_in_at(
+        Utc::now() - chrono::Duration::minutes(3),
+        "user@contoso.com",
+        50126,
+    );
+    let mut reused = first.clone();
+    reused.created_date_time = Some(timestamp(Utc::now()));
+
+    let counts = gateway
+        .record_sign_ins(query::RecordSignInsRequest {
+            sign_ins: vec![first.clone(), reused],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let got = reader
+        .get_sign_in(query::GetSignInRequest {
+            id: first.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    assert_eq!((counts.recorded, counts.duplicates), (2, 0));
+    // Stored to the microsecond, as PostgreSQL keeps it.
+    let micros = |time: Option<prost_types::Timestamp>| time.map(|t| (t.seconds, t.nanos / 1_000));
+    assert_eq!(
+        micros(got.created_date_time),
+        micros(first.created_date_time)
+    );
 }
 
 #[tokio::test]
