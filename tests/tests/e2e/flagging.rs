@@ -3,7 +3,7 @@
 use chrono::{TimeZone, Utc};
 use signins_common::auth::Role;
 use signins_common::clock::ManualClock;
-use signins_tests::{Key, Options, TestSystem, flag, from_timestamp};
+use signins_tests::{Key, Options, TestSystem, flag, from_timestamp, query};
 use std::time::Duration;
 use tonic::Code;
 
@@ -239,31 +239,67 @@ async fn a_short_ttl_expires_in_real_time() {
         ..Options::default()
     })
     .await;
-    let mut flags = system.flag_client(&system.gateway_token()).await;
     let key = Key::random();
-    flags.enable_flagging(key.enable()).await.unwrap();
-    assert_eq!(
-        flags
-            .get_flag_status(key.status())
-            .await
-            .unwrap()
-            .into_inner()
-            .flagged,
-        Some(true)
-    );
+    let mut flags = system.flag_client(&system.gateway_token()).await;
+    let mut gateway = system.query_client(&system.gateway_token()).await;
+    let reader = system.query_client(&system.reader_token(key.tenant)).await;
+    let session = flags
+        .enable_flagging(key.enable())
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    let during = key.sign_in_at(Utc::now(), "user@contoso.com", 50126);
+    gateway
+        .record_sign_ins(query::RecordSignInsRequest {
+            sign_ins: vec![during.clone()],
+        })
+        .await
+        .unwrap();
+    let status_during = flags
+        .get_flag_status(key.status())
+        .await
+        .unwrap()
+        .into_inner();
 
     // The one real wait in the suite: end-to-end expiry with --flag-ttl 2s.
     tokio::time::sleep(Duration::from_millis(2_100)).await;
 
-    assert_eq!(
-        flags
-            .get_flag_status(key.status())
-            .await
-            .unwrap()
-            .into_inner()
-            .flagged,
-        Some(false)
-    );
+    let after = key.sign_in_at(Utc::now(), "user@contoso.com", 50126);
+    gateway
+        .record_sign_ins(query::RecordSignInsRequest {
+            sign_ins: vec![after.clone()],
+        })
+        .await
+        .unwrap();
+    let status_after = flags
+        .get_flag_status(key.status())
+        .await
+        .unwrap()
+        .into_inner();
+    let stored = |id: String| {
+        let mut reader = reader.clone();
+        async move {
+            reader
+                .get_sign_in(query::GetSignInRequest { id })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let stored_during = stored(during.id).await;
+    let stored_after = stored(after.id).await;
+
+    let enabled = from_timestamp(session.enabled_date_time.as_ref().unwrap());
+    let expires = from_timestamp(session.expires_date_time.as_ref().unwrap());
+    assert_eq!(expires - enabled, chrono::Duration::seconds(2));
+    assert_eq!(status_during.flagged, Some(true));
+    assert_eq!(stored_during.flagged_for_review, Some(true));
+    assert_eq!(stored_during.flag_session_id, Some(session.id));
+    assert_eq!(status_after.flagged, Some(false));
+    assert_eq!(stored_after.flagged_for_review, Some(false));
+    assert_eq!(stored_after.flag_session_id, None);
 }
 
 #[tokio::test]
