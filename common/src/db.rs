@@ -67,8 +67,9 @@ pub fn is_connection_error(error: &tokio_postgres::Error) -> bool {
                 || *code == SqlState::CANNOT_CONNECT_NOW
                 || *code == SqlState::TOO_MANY_CONNECTIONS
         }
-        // No SQLSTATE: the error came from the client side (I/O, TLS, protocol).
-        None => true,
+        // No SQLSTATE: the error came from the client side. Only I/O means the server is out of
+        // reach; a row count, a value that does not convert or a malformed message is a bug here.
+        None => std::error::Error::source(error).is_some_and(|cause| cause.is::<std::io::Error>()),
     }
 }
 

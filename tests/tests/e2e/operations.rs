@@ -147,3 +147,37 @@ async fn a_bad_filter_is_invalid_argument_with_a_position() {
         refused.message()
     );
 }
+
+#[tokio::test]
+async fn only_an_unreachable_database_counts_as_unavailable_not_a_query_that_went_wrong() {
+    use signins_common::db::is_connection_error;
+    let database = TestDatabase::create().await;
+    let client = database.connect().await;
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+
+    let no_row = client
+        .query_one("SELECT 1 WHERE false", &[])
+        .await
+        .unwrap_err();
+    let wrong_type = client
+        .query_one("SELECT 'text'::text", &[])
+        .await
+        .unwrap()
+        .try_get::<_, i32>(0)
+        .unwrap_err();
+    let refused = tokio_postgres::connect(
+        &format!("postgres://postgres@127.0.0.1:{closed_port}/postgres"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .err()
+    .expect("nothing listens on a port just released");
+
+    assert!(!is_connection_error(&no_row), "{no_row}");
+    assert!(!is_connection_error(&wrong_type), "{wrong_type}");
+    assert!(is_connection_error(&refused), "{refused}");
+}
