@@ -75,11 +75,13 @@ pub fn is_connection_error(error: &tokio_postgres::Error) -> bool {
 
 /// Builds a pool; connections are made lazily, so a service can start while the database is
 /// still coming up (health reports NOT_SERVING until it answers). `statement_timeout` caps
-/// every statement on the pool's connections, so no query runs unbounded.
+/// every statement on the pool's connections, so no query runs unbounded; `settings` are
+/// further server settings (name, value) every connection of the pool starts with.
 pub fn pool(
     database_url: &str,
     max_size: usize,
     statement_timeout: Option<Duration>,
+    settings: &[(&str, &str)],
 ) -> Result<Pool, DbError> {
     let mut config: tokio_postgres::Config = database_url
         .parse()
@@ -92,6 +94,9 @@ pub fn pool(
     options.push_str(" -c client_min_messages=warning");
     if let Some(timeout) = statement_timeout {
         options.push_str(&format!(" -c statement_timeout={}", timeout.as_millis()));
+    }
+    for (name, value) in settings {
+        options.push_str(&format!(" -c {name}={value}"));
     }
     config.options(options.trim());
     if config.get_application_name().is_none() {

@@ -90,6 +90,7 @@ impl Application {
             &config.database_url,
             config.database_pool_size,
             Some(STATEMENT_TIMEOUT),
+            &[],
         )?;
         signins_common::db::migrate(&pool, SCHEMA, MIGRATIONS).await?;
         let listener =

@@ -198,6 +198,28 @@ pub struct ListQuery<'a> {
     pub limit: i64,
 }
 
+impl ListQuery<'_> {
+    /// Whether the read is served by walking an index in the page order, whatever its values
+    /// ([`filter::reads_in_time_order`]): the scope adds only the tenant, the flagged partial
+    /// index or one user, all of which such an index leads with.
+    pub fn reads_in_time_order(&self) -> bool {
+        self.filter.is_none_or(filter::reads_in_time_order)
+    }
+}
+
+/// Settings of the connections that run [`ListQuery::reads_in_time_order`] reads.
+///
+/// Those statements are prepared, so PostgreSQL plans them once for any values (a generic
+/// plan) after its first few runs, and a generic plan cannot see that one user signs in a
+/// hundred times a day and another once a month: it estimates a row or two per daily
+/// partition and so prefers reading all of a user's matching rows from every partition and
+/// sorting them, which for a busy user (a service account) reads thousands of rows to return
+/// fifty. Without sorts the plan reads the partitions newest first along their time-ordered
+/// index and stops at the page size, which is what a time-ordered read needs for every user.
+/// (Sorting is still possible; it is only priced out.) Other reads keep the normal settings,
+/// on the other pool: there the planner must be free to look a value up and sort the few rows.
+pub const TIME_ORDERED_READ_SETTINGS: &[(&str, &str)] = &[("enable_sort", "off")];
+
 /// Rows a write changed, and how many of them are flagged for review.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stored {
@@ -230,14 +252,18 @@ pub struct ResolvedFlag {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    /// Connections with [`TIME_ORDERED_READ_SETTINGS`], for the reads that walk an index in
+    /// time order; each keeps those statements prepared.
+    time_ordered_reads: Pool,
     /// Days whose partition this process knows to exist; a miss costs one DDL statement.
     partitions: Arc<Mutex<HashSet<NaiveDate>>>,
 }
 
 impl Store {
-    pub fn new(pool: Pool) -> Self {
+    pub fn new(pool: Pool, time_ordered_reads: Pool) -> Self {
         Self {
             pool,
+            time_ordered_reads,
             partitions: Arc::default(),
         }
     }
@@ -373,11 +399,22 @@ impl Store {
 
     pub async fn list(&self, query: &ListQuery<'_>) -> Result<Vec<SignIn>, QueryError> {
         let (sql, params) = list_statement(query);
-        let client = self.pool.get().await?;
-        let rows = client
-            .query_typed(&sql, &typed_params(&params))
+        let rows = if query.reads_in_time_order() {
+            let client = self.time_ordered_reads.get().await?;
+            async {
+                let statement = prepare_read(&client, &sql, &params).await?;
+                client.query(&statement, &values(&params)).await
+            }
             .instrument(sql_trace::span(&sql))
-            .await?;
+            .await?
+        } else {
+            // Unnamed, so planned for these values every time.
+            let client = self.pool.get().await?;
+            client
+                .query_typed(&sql, &typed_params(&params))
+                .instrument(sql_trace::span(&sql))
+                .await?
+        };
         rows.iter()
             .map(sign_in_from_row)
             .collect::<Result<_, _>>()
@@ -397,10 +434,12 @@ impl Store {
             conditions.join(" AND ")
         );
         let client = self.pool.get().await?;
-        let row = client
-            .query_typed_opt(&sql, &typed_params(&params))
-            .instrument(sql_trace::span(&sql))
-            .await?;
+        let row = async {
+            let statement = prepare_read(&client, &sql, &params).await?;
+            client.query_opt(&statement, &values(&params)).await
+        }
+        .instrument(sql_trace::span(&sql))
+        .await?;
         row.map(|row| sign_in_from_row(&row))
             .transpose()
             .map_err(QueryError::from)
@@ -513,14 +552,45 @@ fn scope_conditions(scope: ReadScope, params: &mut Vec<SqlValue>) -> Vec<String>
     conditions
 }
 
+/// Most statements one pooled connection keeps prepared.
+///
+/// Time-ordered reads and `GetSignIn` are prepared, one statement per shape (every value is a
+/// parameter, so one shape serves all values), so that PostgreSQL reuses the plan: planning a
+/// read of the 30-odd daily partitions, each with its indexes, takes 2-3 ms where running it
+/// takes well under one (BENCHMARKS.md). After five runs of a statement PostgreSQL keeps one
+/// generic plan when it costs no more than planning for the values each time. A generic plan
+/// over every partition holds about 0.5 MiB of the server's memory per connection, hence the
+/// bound: past it the connection's cache is emptied and what is still in use is prepared
+/// again (the time-ordered shapes are few; only a stream of new ones pays the extra round
+/// trip).
+const STATEMENTS_PER_CONNECTION: usize = 16;
+
+/// The read `sql` prepared on this connection (from its cache when it has it).
+async fn prepare_read(
+    client: &deadpool_postgres::Client,
+    sql: &str,
+    params: &[SqlValue],
+) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+    if client.statement_cache.size() > STATEMENTS_PER_CONNECTION {
+        client.statement_cache.clear();
+    }
+    let types: Vec<Type> = params.iter().map(SqlValue::sql_type).collect();
+    client.prepare_typed_cached(sql, &types).await
+}
+
 /// Parameters with their types, for `query_typed`: the statement is parsed, bound and run in
-/// one round trip instead of a prepare and an execute. Being unnamed, it is planned with the
-/// values in hand, as a prepared statement's first executions are, so partial indexes such as
-/// `WHERE flagged_for_review` still apply.
+/// one round trip, and, being unnamed, planned with the values in hand.
 fn typed_params(params: &[SqlValue]) -> Vec<(&(dyn ToSql + Sync), Type)> {
     params
         .iter()
         .map(|param| (param as &(dyn ToSql + Sync), param.sql_type()))
+        .collect()
+}
+
+fn values(params: &[SqlValue]) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|param| param as &(dyn ToSql + Sync))
         .collect()
 }
 

@@ -1271,6 +1271,12 @@ enum Cond {
     Like(Property, usize),
     /// `col NOT LIKE $n`
     NotLike(Property, usize),
+    /// `col` (true) or `NOT col` (false): a boolean in the statement's shape rather than a
+    /// parameter, so that a cached generic plan can still use the partial indexes on
+    /// `flagged_for_review` (a partial index needs its predicate implied by the query text).
+    Is(Property, bool),
+    /// `col IS NOT TRUE` / `col IS NOT FALSE`: also true for an absent value.
+    IsNot(Property, bool),
 }
 
 /// Appends `expr` as a SQL boolean condition over the sign-in columns. Every
@@ -1291,6 +1297,29 @@ enum Cond {
 /// Recursion follows the expression's depth, which [`parse()`] bounds.
 pub fn to_sql(expr: &Expr, params: &mut Vec<SqlValue>) -> String {
     render(&lower(&nnf(expr, false), params))
+}
+
+/// True when a btree index returns every row `expr` admits in the page order (`created_at`,
+/// `id`), so the plan that walks it in that order and stops at the page size is the right one
+/// whatever the values: `expr` is a conjunction of time bounds, booleans (the flagged partial
+/// indexes, or a filter on a common value) and equality on `userId` or `userPrincipalName`
+/// (each has an index by tenant, value and time).
+///
+/// Such statements are prepared and their plan reused (`store`): planning a read of every
+/// daily partition costs several times what running it does. Any other filter's best plan
+/// depends on how rare its values are (a GIN lookup and a sort for a rare one, the time order
+/// for a common one), which only a plan made for the values can know.
+pub fn reads_in_time_order(expr: &Expr) -> bool {
+    fn ordered(cond: &Cond) -> bool {
+        match cond {
+            Cond::Const(_) | Cond::Is(..) | Cond::IsNot(..) => true,
+            Cond::Cmp(Property::CreatedDateTime, _, _) => true,
+            Cond::Cmp(Property::UserId | Property::UserPrincipalName, CmpOp::Eq, _) => true,
+            Cond::And(parts) => parts.iter().all(ordered),
+            _ => false,
+        }
+    }
+    ordered(&lower(&nnf(expr, false), &mut Vec::new()))
 }
 
 fn lower(node: &Nnf<'_>, params: &mut Vec<SqlValue>) -> Cond {
@@ -1375,6 +1404,14 @@ fn lower_compare(
             _ => Cond::Const(negated),
         };
     }
+    if let (Value::Bool(b), Kind::Bool) = (value, property.kind()) {
+        return match (op, negated) {
+            (CmpOp::Eq, false) | (CmpOp::Ne, true) => Cond::Is(property, *b),
+            (CmpOp::Ne, false) | (CmpOp::Eq, true) => Cond::IsNot(property, *b),
+            // Booleans are not ordered: the parser refuses anything but eq and ne.
+            _ => Cond::Const(negated),
+        };
+    }
     let param = match scalar(value) {
         Some(param) if value.kind() == Some(property.kind()) => param,
         // Never equal, never ordered (see `matches`).
@@ -1447,6 +1484,19 @@ fn lower_in(
             Cond::AnyEq(property, n)
         };
     }
+    if kind == Kind::Bool {
+        let parts = fitting.into_iter().filter_map(|value| match value {
+            Value::Bool(b) if negated => Some(Cond::IsNot(property, *b)),
+            Value::Bool(b) => Some(Cond::Is(property, *b)),
+            _ => None,
+        });
+        let parts = parts.collect();
+        return if negated {
+            Cond::And(parts)
+        } else {
+            Cond::Or(parts)
+        };
+    }
     let parts = fitting
         .into_iter()
         .filter_map(scalar)
@@ -1493,6 +1543,13 @@ fn render(cond: &Cond) -> String {
         Cond::AllNe(p, n) => format!("{} <> ALL(${n})", p.column()),
         Cond::Like(p, n) => format!("{} LIKE ${n}", p.column()),
         Cond::NotLike(p, n) => format!("{} NOT LIKE ${n}", p.column()),
+        Cond::Is(p, true) => p.column().to_owned(),
+        Cond::Is(p, false) => format!("NOT {}", p.column()),
+        Cond::IsNot(p, b) => format!(
+            "{} IS NOT {}",
+            p.column(),
+            if *b { "TRUE" } else { "FALSE" }
+        ),
     }
 }
 
@@ -1770,6 +1827,8 @@ mod tests {
                 }
             }
             Cond::IsNull(p) => Some(column(*p).is_none()),
+            Cond::Is(p, b) => column(*p).map(|v| v == Value::Bool(*b)),
+            Cond::IsNot(p, b) => Some(column(*p) != Some(Value::Bool(*b))),
             Cond::IsNotNull(p) => Some(column(*p).is_some()),
             Cond::Cmp(p, op, n) => column(*p).map(|v| op.holds(pg_cmp(&v, param(*n)))),
             Cond::DistinctFrom(p, n) => {
@@ -1821,10 +1880,7 @@ mod tests {
         );
         assert_eq!(
             sql("flaggedforReview eq true"),
-            (
-                "flagged_for_review = $1".to_owned(),
-                vec![SqlValue::Bool(true)]
-            )
+            ("flagged_for_review".to_owned(), vec![])
         );
     }
 
@@ -1845,11 +1901,8 @@ mod tests {
         assert_eq!(
             sql(input),
             (
-                "(flagged_for_review = $1 AND user_principal_name = $2)".to_owned(),
-                vec![
-                    SqlValue::Bool(true),
-                    SqlValue::Text("user@contoso.com".to_owned())
-                ]
+                "(flagged_for_review AND user_principal_name = $1)".to_owned(),
+                vec![SqlValue::Text("user@contoso.com".to_owned())]
             )
         );
     }
@@ -1875,10 +1928,8 @@ mod tests {
         assert_eq!(
             sql(input),
             (
-                "(flagged_for_review = $1 AND created_at >= $2 AND user_principal_name = $3)"
-                    .to_owned(),
+                "(flagged_for_review AND created_at >= $1 AND user_principal_name = $2)".to_owned(),
                 vec![
-                    SqlValue::Bool(true),
                     SqlValue::Time(since),
                     SqlValue::Text("user@contoso.com".to_owned())
                 ]
@@ -2104,12 +2155,9 @@ mod tests {
             ),
             (
                 "isInteractive in (true, false)",
-                "(is_interactive = $1 OR is_interactive = $2)",
+                "(is_interactive OR NOT is_interactive)",
             ),
-            (
-                "not isInteractive in (true)",
-                "is_interactive IS DISTINCT FROM $1",
-            ),
+            ("not isInteractive in (true)", "is_interactive IS NOT TRUE"),
             (
                 "createdDateTime in (2021-10-01, 2021-10-02)",
                 "(created_at = $1 OR created_at = $2)",
@@ -2122,6 +2170,60 @@ mod tests {
         ];
         for (input, expected) in cases {
             assert_eq!(sql(input).0, *expected, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn booleans_are_part_of_the_statement_so_partial_indexes_serve_generic_plans() {
+        let cases = [
+            ("flaggedForReview eq true", "flagged_for_review"),
+            ("flaggedForReview eq false", "NOT flagged_for_review"),
+            ("flaggedForReview ne true", "flagged_for_review IS NOT TRUE"),
+            (
+                "not (isInteractive eq false)",
+                "is_interactive IS NOT FALSE",
+            ),
+            ("isInteractive in (true)", "is_interactive"),
+            (
+                "not (isInteractive in (true, false))",
+                "(is_interactive IS NOT TRUE AND is_interactive IS NOT FALSE)",
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(sql(input), (expected.to_owned(), vec![]), "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn only_time_bounds_booleans_and_one_user_read_in_time_order() {
+        let user = "userId eq 8e2c7a4b-3f1d-4c6e-9a5b-2d7f1e3c4b6a";
+        let ordered = [
+            "flaggedForReview eq true".to_owned(),
+            "flaggedforReview eq true and userPrincipalname eq 'user@contoso.com'".to_owned(),
+            "flaggedForReview eq true and createdDateTime ge 2021-10-01 and \
+             userPrincipalName eq 'user@contoso.com'"
+                .to_owned(),
+            user.to_owned(),
+            format!("{user} and isInteractive eq false and createdDateTime lt 2024-01-01"),
+            "not (flaggedForReview eq true)".to_owned(),
+        ];
+        for input in &ordered {
+            let expr = parse(input).unwrap().unwrap();
+            assert!(reads_in_time_order(&expr), "{input}");
+        }
+        let by_value = [
+            // Unique, but its index is not in time order: the time order would read the tenant.
+            "id eq 8e2c7a4b-3f1d-4c6e-9a5b-2d7f1e3c4b6a".to_owned(),
+            "appId eq 'de8bc8b5-d9f9-48b1-a8ad-b748da725064'".to_owned(),
+            format!("{user} and status/errorCode eq 50126"),
+            format!("{user} or flaggedForReview eq true"),
+            "userId ne 8e2c7a4b-3f1d-4c6e-9a5b-2d7f1e3c4b6a".to_owned(),
+            "userPrincipalName in ('a@contoso.com', 'b@contoso.com')".to_owned(),
+            "startswith(userPrincipalName, 'a')".to_owned(),
+        ];
+        for input in &by_value {
+            let expr = parse(input).unwrap().unwrap();
+            assert!(!reads_in_time_order(&expr), "{input}");
         }
     }
 

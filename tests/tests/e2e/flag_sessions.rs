@@ -748,7 +748,7 @@ async fn retention_deletes_sessions_ended_longer_ago_than_retention_and_keeps_th
         )
         .await
         .unwrap();
-    let pool = signins_common::db::pool(&system.database.url, 2, None).unwrap();
+    let pool = signins_common::db::pool(&system.database.url, 2, None, &[]).unwrap();
     let flagging = Flagging::new(
         Store::new(pool),
         Arc::new(clock.clone()),
