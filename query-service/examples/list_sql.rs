@@ -1,11 +1,15 @@
-//! Prints the SQL statement ListSignIns runs for each `$filter` read from stdin (one per
-//! line), with its parameters written in as typed literals, one statement per line: what
-//! `scripts/explain-plans` hands to `EXPLAIN`.
+//! Prints, for each `$filter` read from stdin (one per line), the psql command that makes
+//! PostgreSQL show the plan ListSignIns gets for it, one command per line: what
+//! `scripts/explain-plans` runs.
 //!
-//! Why literals: the service sends each statement with its parameters and runs it once, so
-//! PostgreSQL plans it knowing the values (a custom plan, as for an unnamed statement).
-//! Substituting the same values as typed literals gets that plan; a `PREPARE`d statement
-//! could switch to a generic plan after five executions, which the service never gets.
+//! The service runs a statement in one of two ways (`store.rs`), and the command reproduces
+//! each:
+//! - a read that walks an index in time order is prepared on a connection with
+//!   `TIME_ORDERED_READ_SETTINGS` and its plan reused, a generic plan made once for any
+//!   values: the command applies those settings, prepares the statement and `EXPLAIN`s an
+//!   `EXECUTE` under `plan_cache_mode = force_generic_plan`;
+//! - any other read is an unnamed statement, planned knowing the values: the command
+//!   `EXPLAIN`s the statement with its parameters written in as typed literals.
 //!
 //! ```sh
 //! printf '%s\n' "flaggedForReview eq true" | \
@@ -18,7 +22,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use query_service::domain::filter::{self, SqlValue};
 use query_service::domain::sign_in::{Order, ReadScope};
-use query_service::store::{ListQuery, list_statement};
+use query_service::store::{ListQuery, TIME_ORDERED_READ_SETTINGS, list_statement};
 use std::io::BufRead;
 use std::process::ExitCode;
 use uuid::Uuid;
@@ -95,15 +99,34 @@ fn run() -> Result<(), String> {
     for line in std::io::stdin().lock().lines() {
         let line = line.map_err(|e| format!("stdin: {e}"))?;
         let expr = filter::parse(&line).map_err(|e| format!("{line}: {e}"))?;
-        let (sql, params) = list_statement(&ListQuery {
+        let query = ListQuery {
             scope: ReadScope::Tenant(tenant),
             filter: expr.as_ref(),
             order,
             after,
             // As the service: one more than the page, to learn whether another page follows.
             limit: top + 1,
-        });
-        println!("{}", inline(&sql, &params)?);
+        };
+        let (sql, params) = list_statement(&query);
+        if query.reads_in_time_order() {
+            let settings: String = TIME_ORDERED_READ_SETTINGS
+                .iter()
+                .map(|(name, value)| format!("SET {name} = {value}; "))
+                .collect();
+            let types: Vec<String> = params
+                .iter()
+                .map(|p| p.sql_type().name().to_owned())
+                .collect();
+            let values: Vec<String> = params.iter().map(literal).collect();
+            println!(
+                "{settings}SET plan_cache_mode = force_generic_plan; PREPARE read({}) AS {sql}; \
+                 EXPLAIN (ANALYZE, BUFFERS) EXECUTE read({})",
+                types.join(", "),
+                values.join(", ")
+            );
+        } else {
+            println!("EXPLAIN (ANALYZE, BUFFERS) {}", inline(&sql, &params)?);
+        }
     }
     Ok(())
 }
