@@ -152,6 +152,8 @@ async fn run() -> Result<(), String> {
             top: None,
         },
         Case { name: "newest 50 of one user (userId eq …, top 50)", filter: format!("userId eq {user}"), top: Some(50) },
+        // No row matches: what a call costs apart from the rows it carries.
+        Case { name: "(no match: createdDateTime lt 2000-01-01)", filter: "createdDateTime lt 2000-01-01".into(), top: None },
     ];
 
     println!(
