@@ -105,6 +105,7 @@ impl Application {
             TIME_ORDERED_READ_SETTINGS,
         )?;
         signins_common::db::migrate(&pool, SCHEMA, MIGRATIONS).await?;
+        crate::domain::user_agent::compile_rules();
         let listener =
             TcpListener::bind(&config.listen)
                 .await
