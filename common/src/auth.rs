@@ -11,7 +11,7 @@
 
 mod keys;
 
-pub use keys::{JwksKeys, KeyError, SigningKey};
+pub use keys::{JwksKeys, JwksReload, KeyError, SharedJwks, SigningKey};
 
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -209,7 +209,9 @@ pub struct TokenVerifier {
     /// HS256 tokens are accepted only when a secret was configured.
     secret: Option<DecodingKey>,
     /// RS256 and ES256 tokens are accepted only with a `kid` found here.
-    jwks: JwksKeys,
+    jwks: SharedJwks,
+    /// Where and how often the JWKS is read again, when it came from a file.
+    reload: Option<JwksReload>,
     issuer: String,
     audience: String,
 }
@@ -218,7 +220,8 @@ impl fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenVerifier")
             .field("hs256", &self.secret.is_some())
-            .field("jwks", &self.jwks)
+            .field("jwks", &self.jwks.current())
+            .field("reload", &self.reload)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .finish()
@@ -230,7 +233,8 @@ impl TokenVerifier {
     pub fn hs256(secret: &str, issuer: &str, audience: &str) -> Self {
         Self {
             secret: Some(DecodingKey::from_secret(secret.as_bytes())),
-            jwks: JwksKeys::default(),
+            jwks: SharedJwks::default(),
+            reload: None,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
         }
@@ -240,10 +244,26 @@ impl TokenVerifier {
     pub fn jwks(jwks: JwksKeys, issuer: &str, audience: &str) -> Self {
         Self {
             secret: None,
-            jwks,
+            jwks: SharedJwks::new(jwks),
+            reload: None,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
         }
+    }
+
+    /// Reads `path` again every `every` and verifies with what it holds from then on.
+    pub fn reloading_from(mut self, path: &Path, every: Duration) -> Self {
+        self.reload = Some(JwksReload {
+            path: path.to_owned(),
+            every,
+            keys: self.jwks.clone(),
+        });
+        self
+    }
+
+    /// The reload of the JWKS file, when there is one to run.
+    pub fn jwks_reload(&self) -> Option<JwksReload> {
+        self.reload.clone()
     }
 
     /// Also accepts HS256 tokens signed with `secret`.
@@ -264,12 +284,12 @@ impl TokenVerifier {
 
     /// The key for a token, chosen by its header. The algorithm comes from our key, never
     /// from the token alone, so an RS256 public key can never be used as an HS256 secret.
-    fn key_for(&self, token: &str) -> Result<(&DecodingKey, Algorithm), AuthError> {
+    fn key_for(&self, token: &str) -> Result<(DecodingKey, Algorithm), AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| AuthError::Invalid("not a valid JWT".into()))?;
         match header.alg {
             Algorithm::HS256 => match &self.secret {
-                Some(secret) => Ok((secret, Algorithm::HS256)),
+                Some(secret) => Ok((secret.clone(), Algorithm::HS256)),
                 None => Err(AuthError::AlgorithmNotAccepted(
                     "HS256".into(),
                     "this service verifies RS256 and ES256 tokens from its JWKS",
@@ -281,15 +301,16 @@ impl TokenVerifier {
                 } else {
                     "ES256"
                 };
-                if self.jwks.is_empty() {
+                let jwks = self.jwks.current();
+                if jwks.is_empty() {
                     return Err(AuthError::AlgorithmNotAccepted(
                         name.into(),
                         "this service has no JWKS and verifies HS256 tokens only",
                     ));
                 }
                 let kid = header.kid.as_deref().ok_or(AuthError::MissingKeyId)?;
-                match self.jwks.get(kid) {
-                    Some(key) if key.algorithm == header.alg => Ok((&key.key, header.alg)),
+                match jwks.get(kid) {
+                    Some(key) if key.algorithm == header.alg => Ok((key.key.clone(), header.alg)),
                     _ => Err(AuthError::UnknownKey(name)),
                 }
             }
@@ -303,7 +324,7 @@ impl TokenVerifier {
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
         let (key, algorithm) = self.key_for(token)?;
-        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation(algorithm))
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation(algorithm))
             .map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::ImmatureSignature => AuthError::NotYetValid,
@@ -562,6 +583,11 @@ impl AuthLayer {
         }
     }
 
+    /// The JWKS reload the server runs beside it, if the keys came from a file.
+    pub fn jwks_reload(&self) -> Option<JwksReload> {
+        self.verifier.jwks_reload()
+    }
+
     /// Decides a request from its path and `authorization` value: the principal to hand to
     /// the handler, `None` for public paths, or the status to answer with.
     pub fn authorize(
@@ -773,6 +799,73 @@ mod tests {
     }
 
     #[test]
+    fn a_reloaded_jwks_accepts_a_new_key_drops_a_withdrawn_one_and_survives_a_bad_file() {
+        let old =
+            SigningKey::from_pem(keys::test_keys::es256_pem().as_bytes(), Some("old")).unwrap();
+        let new =
+            SigningKey::from_pem(keys::test_keys::rs256_pem().as_bytes(), Some("new")).unwrap();
+        let write = |path: &std::path::Path, keys: &[&SigningKey]| {
+            let jwks = serde_json::json!({
+                "keys": keys.iter().map(|key| key.public_jwk()).collect::<Vec<_>>()
+            });
+            std::fs::write(path, jwks.to_string()).unwrap();
+        };
+        let token = |key: &SigningKey| {
+            TokenMinter::with_key(key, "signins", "signins")
+                .mint("gateway", None, &[], Duration::from_secs(60))
+                .unwrap()
+        };
+        let path = std::env::temp_dir().join(format!("jwks-{}.json", Uuid::new_v4()));
+        write(&path, &[&old]);
+        let verifier = AuthArgs::with_jwks_file(&path).verifier().unwrap();
+        let reload = verifier
+            .jwks_reload()
+            .expect("a JWKS file is reloaded by default");
+        assert_eq!(reload.every, DEFAULT_JWKS_RELOAD);
+        assert!(verifier.verify(&token(&old)).is_ok());
+        assert_eq!(
+            verifier.verify(&token(&new)),
+            Err(AuthError::UnknownKey("RS256"))
+        );
+
+        // The identity provider publishes its next key beside the current one.
+        write(&path, &[&old, &new]);
+        assert!(reload.reload().unwrap());
+        assert!(verifier.verify(&token(&old)).is_ok());
+        assert!(verifier.verify(&token(&new)).is_ok());
+        assert!(
+            !reload.reload().unwrap(),
+            "the same keys again are no change"
+        );
+
+        // A file caught half-written, or emptied, leaves the keys in force.
+        std::fs::write(&path, "{\"keys\": [").unwrap();
+        assert!(reload.reload().is_err());
+        std::fs::write(&path, r#"{"keys": []}"#).unwrap();
+        assert!(reload.reload().is_err());
+        assert!(verifier.verify(&token(&new)).is_ok());
+
+        // The old key is withdrawn.
+        write(&path, &[&new]);
+        assert!(reload.reload().unwrap());
+        assert_eq!(
+            verifier.verify(&token(&old)),
+            Err(AuthError::UnknownKey("ES256"))
+        );
+        assert!(verifier.verify(&token(&new)).is_ok());
+        std::fs::remove_file(&path).unwrap();
+
+        let mut args = AuthArgs::with_jwks_file(&path);
+        args.jwt_jwks_reload = Duration::ZERO;
+        write(&path, &[&new]);
+        assert!(
+            args.verifier().unwrap().jwks_reload().is_none(),
+            "0 reads it only at start"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn a_jwks_verifier_refuses_unknown_kids_missing_kids_foreign_keys_and_hs256() {
         let known =
             SigningKey::from_pem(keys::test_keys::es256_pem().as_bytes(), Some("known")).unwrap();
@@ -865,6 +958,7 @@ mod tests {
         let args = AuthArgs {
             jwt_secret: None,
             jwt_jwks_file: None,
+            jwt_jwks_reload: DEFAULT_JWKS_RELOAD,
             jwt_issuer: "signins".into(),
             jwt_audience: "signins".into(),
         };
@@ -913,6 +1007,9 @@ mod tests {
     }
 }
 
+/// How often the JWKS file is read again unless `--jwt-jwks-reload` says otherwise.
+pub const DEFAULT_JWKS_RELOAD: Duration = Duration::from_secs(60);
+
 /// Token settings both services take on the command line.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuthArgs {
@@ -923,6 +1020,11 @@ pub struct AuthArgs {
     /// (production). With --jwt-secret as well, HS256 tokens are also accepted.
     #[arg(long, env = "AUTH_JWT_JWKS_FILE")]
     pub jwt_jwks_file: Option<PathBuf>,
+    /// How often the JWKS file is read again, so a rotated key is accepted (and a withdrawn
+    /// one refused) without a restart; an unreadable or empty file keeps the keys in force.
+    /// `0` reads it only at start.
+    #[arg(long, env = "AUTH_JWT_JWKS_RELOAD", default_value = "1m", value_parser = crate::duration::parse_duration)]
+    pub jwt_jwks_reload: Duration,
     /// Required `iss` of every token.
     #[arg(long, env = "AUTH_JWT_ISSUER", default_value = "signins")]
     pub jwt_issuer: String,
@@ -937,6 +1039,7 @@ impl AuthArgs {
         Self {
             jwt_secret: Some(secret.to_owned()),
             jwt_jwks_file: None,
+            jwt_jwks_reload: DEFAULT_JWKS_RELOAD,
             jwt_issuer: "signins".into(),
             jwt_audience: "signins".into(),
         }
@@ -947,6 +1050,7 @@ impl AuthArgs {
         Self {
             jwt_secret: None,
             jwt_jwks_file: Some(path.to_owned()),
+            jwt_jwks_reload: DEFAULT_JWKS_RELOAD,
             jwt_issuer: "signins".into(),
             jwt_audience: "signins".into(),
         }
@@ -969,7 +1073,12 @@ impl AuthArgs {
             .transpose()?;
         match (jwks, self.secret()) {
             (Some(jwks), secret) => {
-                let verifier = TokenVerifier::jwks(jwks, &self.jwt_issuer, &self.jwt_audience);
+                let mut verifier = TokenVerifier::jwks(jwks, &self.jwt_issuer, &self.jwt_audience);
+                if let Some(path) = &self.jwt_jwks_file
+                    && !self.jwt_jwks_reload.is_zero()
+                {
+                    verifier = verifier.reloading_from(path, self.jwt_jwks_reload);
+                }
                 Ok(match secret {
                     Some(secret) => verifier.and_hs256(secret),
                     None => verifier,

@@ -88,6 +88,10 @@ where
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_status(&reporter, S::NAME, ServingStatus::NotServing).await;
     let probe = tokio::spawn(follow_database(reporter.clone(), pool, S::NAME));
+    // Rotated token keys are picked up while serving; the task ends with the server.
+    let _jwks_reload = auth
+        .jwks_reload()
+        .map(|reload| AbortOnDrop(tokio::spawn(reload.run())));
 
     let reflection_v1 = reflection_builder(S::NAME).build_v1()?;
     let reflection_v1alpha = reflection_builder(S::NAME).build_v1alpha()?;
@@ -147,6 +151,15 @@ where
     }
     tracing::info!(service = S::NAME, "stopped");
     Ok(())
+}
+
+/// Stops a background task when the server it serves returns, however it returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn set_status(reporter: &HealthReporter, service: &str, status: ServingStatus) {

@@ -4,7 +4,8 @@
 //! [`super`].
 //!
 //! Loading fails at start-up with a sentence naming the file and what is wrong with it; no
-//! message ever contains key bytes.
+//! message ever contains key bytes. The JWKS file is read again while the service runs
+//! ([`JwksReload`]), so keys can be rotated without a restart.
 
 use jsonwebtoken::jwk::{
     AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse, ThumbprintHash,
@@ -12,6 +13,8 @@ use jsonwebtoken::jwk::{
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 /// Why key material could not be used. Each message names the setting or file to fix.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +72,87 @@ impl std::fmt::Debug for JwksKeys {
     }
 }
 
+/// The JWKS a verifier checks tokens against, replaced while the service runs when the file
+/// changes (an identity provider publishes its next signing key before it starts using it, and
+/// withdraws an old one after), so key rotation needs no restart.
+#[derive(Clone, Default)]
+pub struct SharedJwks(Arc<RwLock<Arc<JwksKeys>>>);
+
+impl SharedJwks {
+    pub fn new(keys: JwksKeys) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(keys))))
+    }
+
+    /// The keys in force now; a reload does not disturb a verification under way.
+    pub fn current(&self) -> Arc<JwksKeys> {
+        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn replace(&self, keys: JwksKeys) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+    }
+}
+
+/// Reads the JWKS file again, every `every`, into the verifier's [`SharedJwks`].
+#[derive(Clone)]
+pub struct JwksReload {
+    pub(crate) path: PathBuf,
+    pub(crate) every: Duration,
+    pub(crate) keys: SharedJwks,
+}
+
+impl std::fmt::Debug for JwksReload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksReload")
+            .field("path", &self.path)
+            .field("every", &self.every)
+            .finish()
+    }
+}
+
+impl JwksReload {
+    /// Reads the file once. A file that cannot be read or holds no usable key leaves the keys
+    /// in force as they are (a half-written file during a deploy must not lock everyone out).
+    /// Returns whether the set of key ids changed.
+    pub fn reload(&self) -> Result<bool, KeyError> {
+        let keys = JwksKeys::load(&self.path)?;
+        let changed = keys.kids() != self.keys.current().kids();
+        self.keys.replace(keys);
+        Ok(changed)
+    }
+
+    /// Reloads every `every` until dropped (aborted with the server).
+    pub async fn run(self) {
+        let mut interval = tokio::time::interval(self.every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate, and the file was read at start.
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            match self.reload() {
+                Ok(true) => tracing::info!(
+                    path = %self.path.display(),
+                    kids = ?self.keys.current().kids(),
+                    "JWKS reloaded with another set of keys"
+                ),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(
+                    %error,
+                    "cannot reload the JWKS file; the keys in force stay in force"
+                ),
+            }
+        }
+    }
+}
+
 impl JwksKeys {
+    /// The key ids, sorted.
+    pub fn kids(&self) -> Vec<&str> {
+        let mut kids: Vec<&str> = self.keys.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        kids
+    }
+
     /// Reads a JWKS file (`{"keys": [...]}`, as identity providers publish at their `jwks_uri`).
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {

@@ -119,6 +119,86 @@ async fn a_service_verifying_by_jwks_refuses_hs256_and_keys_it_does_not_know() {
     }
 }
 
+#[tokio::test]
+async fn a_key_added_to_the_jwks_file_is_accepted_without_a_restart_and_a_withdrawn_one_refused() {
+    let dir = TempDir::new();
+    let current = SigningKey::from_pem(pki::es256_pem().as_bytes(), Some("idp-key-1")).unwrap();
+    let next = SigningKey::from_pem(pki::rs256_pem().as_bytes(), Some("idp-key-2")).unwrap();
+    // query-service's own key stays published throughout, so enrichment keeps working.
+    let service_key_file = dir.write("query-service-key.pem", pki::es256_pem());
+    let service = SigningKey::load(&service_key_file, None).expect("query-service key");
+    let write = |keys: &[&SigningKey]| {
+        let mut published: Vec<_> = keys.iter().map(|key| key.public_jwk()).collect();
+        published.push(service.public_jwk());
+        let jwks = serde_json::json!({ "keys": published });
+        dir.write("jwks.json", jwks.to_string())
+    };
+    let jwks_file = write(&[&current]);
+    let reloading = || {
+        let mut auth = AuthArgs::with_jwks_file(&jwks_file);
+        auth.jwt_jwks_reload = std::time::Duration::from_millis(100);
+        auth
+    };
+    let system = TestSystem::start_custom(
+        Options::default(),
+        TokenMinter::with_key(&current, "signins", "signins"),
+        |flag| flag.auth = reloading(),
+        |query| {
+            query.auth = reloading();
+            query.service_key.service_key_file = Some(service_key_file.clone());
+            query.page_token_secret = Some("page-token-secret-for-tests".into());
+        },
+    )
+    .await;
+    let reader = |key: &SigningKey| {
+        TokenMinter::with_key(key, "signins", "signins")
+            .mint(
+                "admin",
+                Some(uuid::Uuid::new_v4()),
+                &[Role::GlobalReader],
+                std::time::Duration::from_secs(60),
+            )
+            .unwrap()
+    };
+    let list = async |token: &str| {
+        system
+            .query_client(token)
+            .await
+            .list_sign_ins(query::ListSignInsRequest::default())
+            .await
+            .map(|_| ())
+            .map_err(|status| status.code())
+    };
+    assert_eq!(list(&reader(&current)).await, Ok(()));
+    assert_eq!(list(&reader(&next)).await, Err(Code::Unauthenticated));
+
+    // Rotation: the next key is published, later the current one withdrawn. Each must take
+    // effect within a few reload intervals.
+    write(&[&current, &next]);
+    let mut accepted = false;
+    for _ in 0..50 {
+        if list(&reader(&next)).await.is_ok() {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(accepted, "the published key was not accepted within 5 s");
+    assert_eq!(list(&reader(&current)).await, Ok(()));
+
+    write(&[&next]);
+    let mut refused = false;
+    for _ in 0..50 {
+        if list(&reader(&current)).await == Err(Code::Unauthenticated) {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the withdrawn key was still accepted after 5 s");
+    assert_eq!(list(&reader(&next)).await, Ok(()));
+}
+
 /// Builds query-service with `edit` applied; start-up checks keys before it touches the
 /// database, so none is needed.
 async fn query_service_start_up_error(edit: impl FnOnce(&mut query_service::Config)) -> String {
