@@ -4,7 +4,7 @@
 //! the very same SQL statement run directly with tokio-postgres, interleaved call by call so
 //! both see the same machine. Prints p50 and p99 of each, and the p50 ratio. The baseline runs
 //! the statement as query-service does: a read that walks an index in time order
-//! (`ListQuery::reads_in_time_order`, all four here) prepared once, on a connection with the
+//! (`ListStatement::reads_in_time_order`, all four here) prepared once, on a connection with the
 //! service's settings for such reads, and executed each time (so PostgreSQL reuses its plan);
 //! any other as an unnamed statement. The same SQL is also timed as an unnamed statement
 //! (`Client::query_typed`, one round trip) on a connection with default settings, which
@@ -24,7 +24,7 @@
 use query_service::Config;
 use query_service::domain::filter;
 use query_service::domain::sign_in::{Order, ReadScope};
-use query_service::store::{ListQuery, TIME_ORDERED_READ_SETTINGS, list_statement};
+use query_service::store::{ListQuery, ListStatement, TIME_ORDERED_READ_SETTINGS, list_statement};
 use signins_common::auth::{Role, TokenMinter};
 use signins_proto::query::v1 as pb;
 use signins_proto::query::v1::sign_in_service_client::SignInServiceClient;
@@ -175,13 +175,17 @@ async fn run() -> Result<(), String> {
             after: None,
             limit: i64::from(top) + 1,
         };
-        let (sql, params) = list_statement(&query);
+        let ListStatement {
+            sql,
+            params,
+            reads_in_time_order,
+        } = list_statement(&query);
         let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
             .iter()
             .map(|p| (p as &(dyn ToSql + Sync), p.sql_type()))
             .collect();
         let types: Vec<Type> = typed.iter().map(|(_, t)| t.clone()).collect();
-        let prepared = if query.reads_in_time_order() {
+        let prepared = if reads_in_time_order {
             Some(
                 ordered
                     .prepare_typed(&sql, &types)

@@ -22,7 +22,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use query_service::domain::filter::{self, SqlValue};
 use query_service::domain::sign_in::{Order, ReadScope};
-use query_service::store::{ListQuery, TIME_ORDERED_READ_SETTINGS, list_statement};
+use query_service::store::{ListQuery, ListStatement, TIME_ORDERED_READ_SETTINGS, list_statement};
 use std::io::BufRead;
 use std::process::ExitCode;
 use uuid::Uuid;
@@ -107,8 +107,12 @@ fn run() -> Result<(), String> {
             // As the service: one more than the page, to learn whether another page follows.
             limit: top + 1,
         };
-        let (sql, params) = list_statement(&query);
-        if query.reads_in_time_order() {
+        let ListStatement {
+            sql,
+            params,
+            reads_in_time_order,
+        } = list_statement(&query);
+        if reads_in_time_order {
             let settings: String = TIME_ORDERED_READ_SETTINGS
                 .iter()
                 .map(|(name, value)| format!("SET {name} = {value}; "))

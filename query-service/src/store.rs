@@ -198,16 +198,18 @@ pub struct ListQuery<'a> {
     pub limit: i64,
 }
 
-impl ListQuery<'_> {
+/// The statement [`Store::list`] runs for a [`ListQuery`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListStatement {
+    pub sql: String,
+    pub params: Vec<SqlValue>,
     /// Whether the read is served by walking an index in the page order, whatever its values
-    /// ([`filter::reads_in_time_order`]): the scope adds only the tenant, the flagged partial
-    /// index or one user, all of which such an index leads with.
-    pub fn reads_in_time_order(&self) -> bool {
-        self.filter.is_none_or(filter::reads_in_time_order)
-    }
+    /// ([`filter::Translated::reads_in_time_order`]): the scope adds only the tenant, the
+    /// flagged partial index or one user, all of which such an index leads with.
+    pub reads_in_time_order: bool,
 }
 
-/// Settings of the connections that run [`ListQuery::reads_in_time_order`] reads.
+/// Settings of the connections that run [`ListStatement::reads_in_time_order`] reads.
 ///
 /// Those statements are prepared, so PostgreSQL plans them once for any values (a generic
 /// plan) after its first few runs, and a generic plan cannot see that one user signs in a
@@ -398,8 +400,12 @@ impl Store {
     }
 
     pub async fn list(&self, query: &ListQuery<'_>) -> Result<Vec<SignIn>, QueryError> {
-        let (sql, params) = list_statement(query);
-        let rows = if query.reads_in_time_order() {
+        let ListStatement {
+            sql,
+            params,
+            reads_in_time_order,
+        } = list_statement(query);
+        let rows = if reads_in_time_order {
             let client = self.time_ordered_reads.get().await?;
             async {
                 let statement = prepare_read(&client, &sql, &params).await?;
@@ -510,11 +516,14 @@ impl Store {
 
 /// The statement [`Store::list`] runs and its parameters: public so that the query-plan
 /// script and the benchmark run exactly what the service runs.
-pub fn list_statement(query: &ListQuery<'_>) -> (String, Vec<SqlValue>) {
+pub fn list_statement(query: &ListQuery<'_>) -> ListStatement {
     let mut params: Vec<SqlValue> = Vec::new();
     let mut conditions = scope_conditions(query.scope, &mut params);
+    let mut reads_in_time_order = true;
     if let Some(expr) = query.filter {
-        conditions.push(filter::to_sql(expr, &mut params));
+        let translated = filter::translate(expr, &mut params);
+        conditions.push(translated.sql);
+        reads_in_time_order = translated.reads_in_time_order;
     }
     let (comparison, direction) = match query.order {
         Order::NewestFirst => ("<", "DESC"),
@@ -535,7 +544,11 @@ pub fn list_statement(query: &ListQuery<'_>) -> (String, Vec<SqlValue>) {
         conditions.join(" AND "),
         query.limit
     );
-    (sql, params)
+    ListStatement {
+        sql,
+        params,
+        reads_in_time_order,
+    }
 }
 
 fn scope_conditions(scope: ReadScope, params: &mut Vec<SqlValue>) -> Vec<String> {

@@ -1296,20 +1296,28 @@ enum Cond {
 /// it (never equal, never ordered), which becomes a `TRUE`/`FALSE` constant.
 /// Recursion follows the expression's depth, which [`parse()`] bounds.
 pub fn to_sql(expr: &Expr, params: &mut Vec<SqlValue>) -> String {
-    render(&lower(&nnf(expr, false), params))
+    translate(expr, params).sql
 }
 
-/// True when a btree index returns every row `expr` admits in the page order (`created_at`,
-/// `id`), so the plan that walks it in that order and stops at the page size is the right one
-/// whatever the values: `expr` is a conjunction of time bounds, booleans (the flagged partial
-/// indexes, or a filter on a common value) and equality on `userId` or `userPrincipalName`
-/// (each has an index by tenant, value and time).
-///
-/// Such statements are prepared and their plan reused (`store`): planning a read of every
-/// daily partition costs several times what running it does. Any other filter's best plan
-/// depends on how rare its values are (a GIN lookup and a sort for a rare one, the time order
-/// for a common one), which only a plan made for the values can know.
-pub fn reads_in_time_order(expr: &Expr) -> bool {
+/// A filter as SQL ([`to_sql()`]), and how it is best planned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translated {
+    pub sql: String,
+    /// True when a btree index returns every row the filter admits in the page order
+    /// (`created_at`, `id`), so the plan that walks it in that order and stops at the page size
+    /// is the right one whatever the values: the filter is a conjunction of time bounds,
+    /// booleans (the flagged partial indexes, or a filter on a common value) and equality on
+    /// `userId` or `userPrincipalName` (each has an index by tenant, value and time).
+    ///
+    /// Such statements are prepared and their plan reused (`store`): planning a read of every
+    /// daily partition costs several times what running it does. Any other filter's best plan
+    /// depends on how rare its values are (a GIN lookup and a sort for a rare one, the time
+    /// order for a common one), which only a plan made for the values can know.
+    pub reads_in_time_order: bool,
+}
+
+/// [`to_sql()`] and [`Translated::reads_in_time_order`] from one lowering of `expr`.
+pub fn translate(expr: &Expr, params: &mut Vec<SqlValue>) -> Translated {
     fn ordered(cond: &Cond) -> bool {
         match cond {
             Cond::Const(_) | Cond::Is(..) | Cond::IsNot(..) => true,
@@ -1319,7 +1327,11 @@ pub fn reads_in_time_order(expr: &Expr) -> bool {
             _ => false,
         }
     }
-    ordered(&lower(&nnf(expr, false), &mut Vec::new()))
+    let cond = lower(&nnf(expr, false), params);
+    Translated {
+        sql: render(&cond),
+        reads_in_time_order: ordered(&cond),
+    }
 }
 
 fn lower(node: &Nnf<'_>, params: &mut Vec<SqlValue>) -> Cond {
@@ -2209,7 +2221,10 @@ mod tests {
         ];
         for input in &ordered {
             let expr = parse(input).unwrap().unwrap();
-            assert!(reads_in_time_order(&expr), "{input}");
+            assert!(
+                translate(&expr, &mut Vec::new()).reads_in_time_order,
+                "{input}"
+            );
         }
         let by_value = [
             // Unique, but its index is not in time order: the time order would read the tenant.
@@ -2223,7 +2238,10 @@ mod tests {
         ];
         for input in &by_value {
             let expr = parse(input).unwrap().unwrap();
-            assert!(!reads_in_time_order(&expr), "{input}");
+            assert!(
+                !translate(&expr, &mut Vec::new()).reads_in_time_order,
+                "{input}"
+            );
         }
     }
 
