@@ -282,14 +282,19 @@ impl TokenVerifier {
         validation
     }
 
-    /// The key for a token, chosen by its header. The algorithm comes from our key, never
-    /// from the token alone, so an RS256 public key can never be used as an HS256 secret.
-    fn key_for(&self, token: &str) -> Result<(DecodingKey, Algorithm), AuthError> {
+    /// The key for a token, chosen by its header, from the secret or `jwks` (the keys in force
+    /// for this verification). The algorithm comes from our key, never from the token alone, so
+    /// an RS256 public key can never be used as an HS256 secret.
+    fn key_for<'a>(
+        &'a self,
+        jwks: &'a JwksKeys,
+        token: &str,
+    ) -> Result<(&'a DecodingKey, Algorithm), AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| AuthError::Invalid("not a valid JWT".into()))?;
         match header.alg {
             Algorithm::HS256 => match &self.secret {
-                Some(secret) => Ok((secret.clone(), Algorithm::HS256)),
+                Some(secret) => Ok((secret, Algorithm::HS256)),
                 None => Err(AuthError::AlgorithmNotAccepted(
                     "HS256".into(),
                     "this service verifies RS256 and ES256 tokens from its JWKS",
@@ -301,7 +306,6 @@ impl TokenVerifier {
                 } else {
                     "ES256"
                 };
-                let jwks = self.jwks.current();
                 if jwks.is_empty() {
                     return Err(AuthError::AlgorithmNotAccepted(
                         name.into(),
@@ -310,7 +314,7 @@ impl TokenVerifier {
                 }
                 let kid = header.kid.as_deref().ok_or(AuthError::MissingKeyId)?;
                 match jwks.get(kid) {
-                    Some(key) if key.algorithm == header.alg => Ok((key.key.clone(), header.alg)),
+                    Some(key) if key.algorithm == header.alg => Ok((&key.key, header.alg)),
                     _ => Err(AuthError::UnknownKey(name)),
                 }
             }
@@ -323,8 +327,9 @@ impl TokenVerifier {
 
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        let (key, algorithm) = self.key_for(token)?;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation(algorithm))
+        let jwks = self.jwks.current();
+        let (key, algorithm) = self.key_for(&jwks, token)?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation(algorithm))
             .map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::ImmatureSignature => AuthError::NotYetValid,
