@@ -6,7 +6,7 @@
 use crate::pki::{self, TempDir};
 use chrono::Utc;
 use signins_common::auth::{AuthArgs, Role, SigningKey, TokenMinter};
-use signins_tests::{Key, Options, SECRET, TestSystem, query};
+use signins_tests::{Key, Options, SECRET, TestSystem, eventually, query};
 use tonic::Code;
 
 /// A system whose services trust only `jwks` keys: the identity provider's key signs the
@@ -175,27 +175,25 @@ async fn a_key_added_to_the_jwks_file_is_accepted_without_a_restart_and_a_withdr
     // Rotation: the next key is published, later the current one withdrawn. Each must take
     // effect within a few reload intervals.
     write(&[&current, &next]);
-    let mut accepted = false;
-    for _ in 0..50 {
-        if list(&reader(&next)).await.is_ok() {
-            accepted = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(accepted, "the published key was not accepted within 5 s");
+    let accepted = eventually(std::time::Duration::from_secs(5), || async {
+        list(&reader(&next)).await.ok()
+    })
+    .await;
+    assert!(
+        accepted.is_some(),
+        "the published key was not accepted within 5 s"
+    );
     assert_eq!(list(&reader(&current)).await, Ok(()));
 
     write(&[&next]);
-    let mut refused = false;
-    for _ in 0..50 {
-        if list(&reader(&current)).await == Err(Code::Unauthenticated) {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(refused, "the withdrawn key was still accepted after 5 s");
+    let refused = eventually(std::time::Duration::from_secs(5), || async {
+        (list(&reader(&current)).await == Err(Code::Unauthenticated)).then_some(())
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "the withdrawn key was still accepted after 5 s"
+    );
     assert_eq!(list(&reader(&next)).await, Ok(()));
 }
 
