@@ -20,4 +20,6 @@ pub mod query {
     }
 }
 
+pub mod encoded;
+
 pub use prost_types::{Duration, Timestamp};

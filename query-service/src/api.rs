@@ -1,12 +1,14 @@
 //! The gRPC surface of query-service: convert the request, call [`SignInLog`], convert back.
 //! Who may call which RPC is decided before this, by the access table in [`ACCESS`].
 
-use crate::convert;
+use crate::convert::{self, PageEncoder};
 use crate::domain::sign_in::MAX_BATCH;
 use crate::error::QueryError;
-use crate::sign_ins::{Recorded, SignInLog};
+use crate::sign_ins::{DEFAULT_TOP, MAX_TOP, Recorded, SignInLog};
 use futures::StreamExt;
 use signins_common::auth::{AccessRule, AccessTable, Role, principal};
+use signins_proto::encoded::EncodedListSignInsResponse;
+use signins_proto::encoded::query::v1::sign_in_service_server;
 use signins_proto::query::v1 as pb;
 use std::pin::Pin;
 use tonic::{Request, Response, Status, Streaming};
@@ -76,7 +78,7 @@ type WatchStream =
     Pin<Box<dyn futures::Stream<Item = Result<pb::WatchSignInsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl pb::sign_in_service_server::SignInService for SignInApi {
+impl sign_in_service_server::SignInService for SignInApi {
     async fn record_sign_ins(
         &self,
         request: Request<pb::RecordSignInsRequest>,
@@ -124,10 +126,12 @@ impl pb::sign_in_service_server::SignInService for SignInApi {
     async fn list_sign_ins(
         &self,
         request: Request<pb::ListSignInsRequest>,
-    ) -> Result<Response<pb::ListSignInsResponse>, Status> {
+    ) -> Result<Response<EncodedListSignInsResponse>, Status> {
         let caller = principal(&request)?.clone();
         let request = request.into_inner();
-        let page = self
+        let page_size = request.top.unwrap_or(DEFAULT_TOP).clamp(0, MAX_TOP);
+        let mut page = PageEncoder::with_capacity(usize::try_from(page_size).unwrap_or(0));
+        let next_page_token = self
             .log
             .list(
                 &caller,
@@ -135,12 +139,10 @@ impl pb::sign_in_service_server::SignInService for SignInApi {
                 request.top,
                 &request.order_by,
                 &request.page_token,
+                |sign_in| page.push(sign_in),
             )
             .await?;
-        Ok(Response::new(pb::ListSignInsResponse {
-            sign_ins: page.sign_ins.into_iter().map(convert::to_wire).collect(),
-            next_page_token: page.next_page_token,
-        }))
+        Ok(Response::new(page.finish(next_page_token.as_deref())))
     }
 
     async fn get_sign_in(

@@ -5,7 +5,7 @@
 
 use crate::convert::TimeBounds;
 use crate::domain::filter::{self, Expr};
-use crate::domain::sign_in::{FlagCheck, Order, ReadScope, SignIn};
+use crate::domain::sign_in::{FlagCheck, Order, ReadScope, SignIn, SignInRef};
 use crate::enrich;
 use crate::error::QueryError;
 use crate::flag_client::FlagChecker;
@@ -56,13 +56,6 @@ impl std::ops::AddAssign for Recorded {
         self.recorded += other.recorded;
         self.duplicates += other.duplicates;
     }
-}
-
-/// One page of the log.
-#[derive(Debug)]
-pub struct Page {
-    pub sign_ins: Vec<SignIn>,
-    pub next_page_token: Option<String>,
 }
 
 impl SignInLog {
@@ -149,14 +142,20 @@ impl SignInLog {
         })
     }
 
-    pub async fn list(
+    /// One page of the log inside the caller's scope: hands each of its sign-ins to `each`, in
+    /// order, and answers the token of the next page (`None` on the last).
+    pub async fn list<F>(
         &self,
         caller: &Principal,
         filter_text: &str,
         top: Option<i32>,
         order_by: &str,
         page_token: &str,
-    ) -> Result<Page, QueryError> {
+        mut each: F,
+    ) -> Result<Option<String>, QueryError>
+    where
+        F: FnMut(&SignInRef<'_>) + Send,
+    {
         let scope = read_scope(caller)?;
         let filter = filter::parse(filter_text)
             .map_err(|error| QueryError::InvalidFilter(error.to_string()))?;
@@ -186,27 +185,33 @@ impl SignInLog {
                     .map_err(|error| QueryError::invalid("pageToken", error.to_string()))?,
             )
         };
-        let mut sign_ins = self
+        // One row more than the page says whether another page follows.
+        let page_size = usize::try_from(top).unwrap_or(0);
+        let mut written = 0;
+        let mut last = None;
+        let read = self
             .store
-            .list(&ListQuery {
-                scope,
-                filter: filter.as_ref(),
-                order,
-                after,
-                limit: i64::from(top) + 1,
-            })
+            .list_each(
+                &ListQuery {
+                    scope,
+                    filter: filter.as_ref(),
+                    order,
+                    after,
+                    limit: i64::from(top) + 1,
+                },
+                |sign_in| {
+                    if written < page_size {
+                        each(sign_in);
+                        written += 1;
+                        last = Some((sign_in.created_at, sign_in.id));
+                    }
+                },
+            )
             .await?;
-        let next_page_token = if sign_ins.len() > top as usize {
-            sign_ins.truncate(top as usize);
-            sign_ins
-                .last()
-                .map(|last| self.page_tokens.issue(&binding, (last.created_at, last.id)))
+        Ok(if read > page_size {
+            last.map(|after| self.page_tokens.issue(&binding, after))
         } else {
             None
-        };
-        Ok(Page {
-            sign_ins,
-            next_page_token,
         })
     }
 

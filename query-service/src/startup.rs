@@ -14,7 +14,7 @@ use signins_common::clock::{Clock, SystemClock};
 use signins_common::rpc_telemetry::RpcTelemetryLayer;
 use signins_common::serve::{ServeError, ServeOptions, serve};
 use signins_common::tls::TlsError;
-use signins_proto::query::v1::sign_in_service_server::SignInServiceServer;
+use signins_proto::encoded::query::v1::sign_in_service_server::SignInServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -7,18 +7,19 @@
 //! task and on demand for the days a batch touches; retention drops whole partitions.
 
 use crate::domain::filter::{self, Expr, SqlValue};
-use crate::domain::sign_in::{FlagCheck, Order, ReadScope, SignIn};
+use crate::domain::sign_in::{FlagCheck, Order, ReadScope, SignIn, SignInRef};
 use crate::error::QueryError;
 use chrono::NaiveDate;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use postgres_types::ToSql;
+use futures::TryStreamExt;
+use postgres_types::{FromSql, ToSql};
 use signins_common::db::Migration;
 use signins_common::sql_trace;
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
-use tokio_postgres::Row;
 use tokio_postgres::types::Type;
+use tokio_postgres::{Row, RowStream};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -140,7 +141,9 @@ macro_rules! get {
     };
 }
 
-fn sign_in_from_row(row: &Row) -> Result<SignIn, tokio_postgres::Error> {
+/// A sign-in read with [`COLUMN_LIST`], its texts owned (`String`) or borrowed from the row
+/// (`&str`).
+fn sign_in_from_row<'a, S: FromSql<'a>>(row: &'a Row) -> Result<SignIn<S>, tokio_postgres::Error> {
     let flagged: bool = get!(row, "flagged_for_review")?;
     let pending: bool = get!(row, "flag_check_pending")?;
     let session: Option<Uuid> = get!(row, "flag_session_id")?;
@@ -399,32 +402,36 @@ impl Store {
         Ok(dropped)
     }
 
-    pub async fn list(&self, query: &ListQuery<'_>) -> Result<Vec<SignIn>, QueryError> {
+    /// Reads the sign-ins of `query` in its order, handing each to `each` as its row arrives,
+    /// while PostgreSQL is still sending the rest: the page is being written while it is read,
+    /// and its texts are borrowed from the rows, never copied. Answers how many were read.
+    pub async fn list_each<F>(
+        &self,
+        query: &ListQuery<'_>,
+        mut each: F,
+    ) -> Result<usize, QueryError>
+    where
+        F: FnMut(&SignInRef<'_>) + Send,
+    {
         let ListStatement {
             sql,
             params,
             reads_in_time_order,
         } = list_statement(query);
-        let rows = if reads_in_time_order {
-            let client = self.time_ordered_reads.get().await?;
-            async {
+        let read = async {
+            if reads_in_time_order {
+                let client = self.time_ordered_reads.get().await?;
                 let statement = prepare_read(&client, &sql, &params).await?;
-                client.query(&statement, &values(&params)).await
+                let rows = client.query_raw(&statement, values(&params)).await?;
+                each_row(rows, &mut each).await
+            } else {
+                // Unnamed, so planned for these values every time.
+                let client = self.pool.get().await?;
+                let rows = client.query_typed_raw(&sql, typed_params(&params)).await?;
+                each_row(rows, &mut each).await
             }
-            .instrument(sql_trace::span(&sql))
-            .await?
-        } else {
-            // Unnamed, so planned for these values every time.
-            let client = self.pool.get().await?;
-            client
-                .query_typed(&sql, &typed_params(&params))
-                .instrument(sql_trace::span(&sql))
-                .await?
         };
-        rows.iter()
-            .map(sign_in_from_row)
-            .collect::<Result<_, _>>()
-            .map_err(QueryError::from)
+        read.instrument(sql_trace::span(&sql)).await
     }
 
     pub async fn get(&self, scope: ReadScope, id: Uuid) -> Result<Option<SignIn>, QueryError> {
@@ -589,6 +596,20 @@ async fn prepare_read(
     }
     let types: Vec<Type> = params.iter().map(SqlValue::sql_type).collect();
     client.prepare_typed_cached(sql, &types).await
+}
+
+/// Hands each row of `rows` to `each` as a sign-in borrowed from it; answers how many.
+async fn each_row<F>(rows: RowStream, each: &mut F) -> Result<usize, QueryError>
+where
+    F: FnMut(&SignInRef<'_>) + Send,
+{
+    let mut rows = std::pin::pin!(rows);
+    let mut read = 0;
+    while let Some(row) = rows.try_next().await? {
+        each(&sign_in_from_row::<&str>(&row)?);
+        read += 1;
+    }
+    Ok(read)
 }
 
 /// Parameters with their types, for `query_typed`: the statement is parsed, bound and run in

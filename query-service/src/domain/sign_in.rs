@@ -23,46 +23,52 @@ pub const RISK_STATES: &[&str] = &[
     "confirmedCompromised",
 ];
 
+/// A sign-in. `S` is how its texts are held: owned (`String`, the default) for a sign-in being recorded,
+/// or borrowed from the database row it was just read from ([`SignInRef`]), so a page of them
+/// is written to the wire without copying a string.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct SignIn {
+pub struct SignIn<S = String> {
     pub id: Uuid,
     pub created_at: DateTime<Utc>,
     pub tenant_id: Uuid,
     pub user_id: Uuid,
     /// Lowercase.
-    pub user_principal_name: Option<String>,
-    pub user_display_name: Option<String>,
-    pub user_type: Option<String>,
-    pub app_id: Option<String>,
-    pub app_display_name: Option<String>,
-    pub resource_id: Option<String>,
-    pub resource_display_name: Option<String>,
-    pub ip_address: Option<String>,
-    pub user_agent: Option<String>,
-    pub client_app_used: Option<String>,
-    pub correlation_id: Option<String>,
+    pub user_principal_name: Option<S>,
+    pub user_display_name: Option<S>,
+    pub user_type: Option<S>,
+    pub app_id: Option<S>,
+    pub app_display_name: Option<S>,
+    pub resource_id: Option<S>,
+    pub resource_display_name: Option<S>,
+    pub ip_address: Option<S>,
+    pub user_agent: Option<S>,
+    pub client_app_used: Option<S>,
+    pub correlation_id: Option<S>,
     pub is_interactive: Option<bool>,
-    pub conditional_access_status: Option<String>,
+    pub conditional_access_status: Option<S>,
     /// 0 means success.
     pub error_code: i32,
-    pub failure_reason: Option<String>,
-    pub additional_details: Option<String>,
-    pub device_id: Option<String>,
-    pub browser_id: Option<String>,
-    pub device_display_name: Option<String>,
-    pub operating_system: Option<String>,
-    pub browser: Option<String>,
+    pub failure_reason: Option<S>,
+    pub additional_details: Option<S>,
+    pub device_id: Option<S>,
+    pub browser_id: Option<S>,
+    pub device_display_name: Option<S>,
+    pub operating_system: Option<S>,
+    pub browser: Option<S>,
     pub is_compliant: Option<bool>,
     pub is_managed: Option<bool>,
-    pub trust_type: Option<String>,
-    pub city: Option<String>,
-    pub state: Option<String>,
-    pub country_or_region: Option<String>,
-    pub risk_level_during_sign_in: Option<String>,
-    pub risk_state: Option<String>,
+    pub trust_type: Option<S>,
+    pub city: Option<S>,
+    pub state: Option<S>,
+    pub country_or_region: Option<S>,
+    pub risk_level_during_sign_in: Option<S>,
+    pub risk_state: Option<S>,
     /// Set by enrichment only.
     pub flag: FlagCheck,
 }
+
+/// A stored sign-in whose texts are borrowed from the row it was read from.
+pub type SignInRef<'a> = SignIn<&'a str>;
 
 /// What is known about the flag of a sign-in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
