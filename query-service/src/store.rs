@@ -418,20 +418,26 @@ impl Store {
             params,
             reads_in_time_order,
         } = list_statement(query);
-        let read = async {
-            if reads_in_time_order {
-                let client = self.time_ordered_reads.get().await?;
+        // The statement's span starts once a connection is in hand, as for every statement.
+        if reads_in_time_order {
+            let client = self.time_ordered_reads.get().await?;
+            async {
                 let statement = prepare_read(&client, &sql, &params).await?;
                 let rows = client.query_raw(&statement, values(&params)).await?;
                 each_row(rows, &mut each).await
-            } else {
-                // Unnamed, so planned for these values every time.
-                let client = self.pool.get().await?;
+            }
+            .instrument(sql_trace::span(&sql))
+            .await
+        } else {
+            // Unnamed, so planned for these values every time.
+            let client = self.pool.get().await?;
+            async {
                 let rows = client.query_typed_raw(&sql, typed_params(&params)).await?;
                 each_row(rows, &mut each).await
             }
-        };
-        read.instrument(sql_trace::span(&sql)).await
+            .instrument(sql_trace::span(&sql))
+            .await
+        }
     }
 
     pub async fn get(&self, scope: ReadScope, id: Uuid) -> Result<Option<SignIn>, QueryError> {

@@ -23,9 +23,9 @@ pub const RISK_STATES: &[&str] = &[
     "confirmedCompromised",
 ];
 
-/// A sign-in. `S` is how its texts are held: owned (`String`, the default) for a sign-in being recorded,
-/// or borrowed from the database row it was just read from ([`SignInRef`]), so a page of them
-/// is written to the wire without copying a string.
+/// A sign-in. `S` is how its texts are held: owned (`String`, the default) for a sign-in
+/// being recorded, or borrowed from the database row it was just read from ([`SignInRef`]),
+/// so a page of them is written to the wire without copying a string.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SignIn<S = String> {
     pub id: Uuid,
