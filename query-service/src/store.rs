@@ -201,7 +201,7 @@ pub struct ListQuery<'a> {
     pub limit: i64,
 }
 
-/// The statement [`Store::list`] runs for a [`ListQuery`].
+/// The statement [`Store::list_each`] runs for a [`ListQuery`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListStatement {
     pub sql: String,
@@ -527,7 +527,7 @@ impl Store {
     }
 }
 
-/// The statement [`Store::list`] runs and its parameters: public so that the query-plan
+/// The statement [`Store::list_each`] runs and its parameters: public so that the query-plan
 /// script and the benchmark run exactly what the service runs.
 pub fn list_statement(query: &ListQuery<'_>) -> ListStatement {
     let mut params: Vec<SqlValue> = Vec::new();

@@ -1497,12 +1497,14 @@ fn lower_in(
         };
     }
     if kind == Kind::Bool {
-        let parts = fitting.into_iter().filter_map(|value| match value {
-            Value::Bool(b) if negated => Some(Cond::IsNot(property, *b)),
-            Value::Bool(b) => Some(Cond::Is(property, *b)),
-            _ => None,
-        });
-        let parts = parts.collect();
+        let parts = fitting
+            .into_iter()
+            .filter_map(|value| match value {
+                Value::Bool(b) if negated => Some(Cond::IsNot(property, *b)),
+                Value::Bool(b) => Some(Cond::Is(property, *b)),
+                _ => None,
+            })
+            .collect();
         return if negated {
             Cond::And(parts)
         } else {

@@ -13,8 +13,8 @@
 //! JSON, in `query-service/vendor/uap-core/` (Apache-2.0, Copyright 2009
 //! Google Inc.; its README says which version, what was changed and how to
 //! update it) and compiled into the binary with `include_str!`: no data file
-//! at run time, no network. The regexes are compiled once, on first use
-//! (about 50 ms and 11 MiB in a release build). Matching costs about 4 µs a
+//! at run time, no network. The regexes are compiled once, when the service
+//! starts (about 50 ms and 11 MiB in a release build). Matching costs about 4 µs a
 //! string, twice woothee's, so results are kept in a small bounded cache keyed
 //! by the (truncated) string; see `CACHE_CAPACITY` for why and how big.
 //!
@@ -121,7 +121,7 @@ const NOTHING: ParsedUserAgent = ParsedUserAgent {
 /// uap-core's browser and OS regexes; see `vendor/uap-core/README.md`.
 const REGEXES: &str = include_str!("../../vendor/uap-core/regexes.json");
 
-/// The vendored regexes, compiled on first use.
+/// The vendored regexes, compiled at start-up ([`compile_rules`]) or else on first use.
 static RULES: LazyLock<Option<Rules>> = LazyLock::new(Rules::load);
 
 struct Rules {
