@@ -4,7 +4,7 @@
 use crate::convert::{self, PageEncoder};
 use crate::domain::sign_in::MAX_BATCH;
 use crate::error::QueryError;
-use crate::sign_ins::{DEFAULT_TOP, MAX_TOP, Recorded, SignInLog};
+use crate::sign_ins::{Recorded, SignInLog};
 use futures::StreamExt;
 use signins_common::auth::{AccessRule, AccessTable, Role, principal};
 use signins_proto::encoded::EncodedListSignInsResponse;
@@ -129,8 +129,7 @@ impl sign_in_service_server::SignInService for SignInApi {
     ) -> Result<Response<EncodedListSignInsResponse>, Status> {
         let caller = principal(&request)?.clone();
         let request = request.into_inner();
-        let page_size = request.top.unwrap_or(DEFAULT_TOP).clamp(0, MAX_TOP);
-        let mut page = PageEncoder::with_capacity(usize::try_from(page_size).unwrap_or(0));
+        let mut page = PageEncoder::default();
         let next_page_token = self
             .log
             .list(

@@ -262,18 +262,7 @@ pub struct PageEncoder {
     embedded: Vec<u8>,
 }
 
-/// A little more than a typical sign-in's wire form, to size a page's buffer up front.
-const TYPICAL_SIGN_IN_BYTES: usize = 768;
-
 impl PageEncoder {
-    /// Room for `sign_ins` of typical size.
-    pub fn with_capacity(sign_ins: usize) -> Self {
-        Self {
-            page: Vec::with_capacity(sign_ins.saturating_mul(TYPICAL_SIGN_IN_BYTES)),
-            ..Self::default()
-        }
-    }
-
     /// Appends `sign_in` to the page's `signIns`.
     pub fn push<S: AsRef<str>>(&mut self, sign_in: &SignIn<S>) {
         self.sign_in.clear();
@@ -529,7 +518,7 @@ mod tests {
             sign_ins in proptest::collection::vec(stored_sign_in(), 0..4),
             token in proptest::option::of("[A-Za-z0-9_-]{0,40}"),
         ) {
-            let mut page = PageEncoder::with_capacity(sign_ins.len());
+            let mut page = PageEncoder::default();
             for sign_in in &sign_ins {
                 page.push(&borrowed(sign_in));
             }
