@@ -115,19 +115,12 @@ async fn run() -> Result<(), String> {
         .await
         .map_err(|e| format!("connect to {database_url}: {e}"))?;
     tokio::spawn(connection);
-    let mut ordered_config: tokio_postgres::Config = database_url
-        .parse()
-        .map_err(|e| format!("{database_url}: {e}"))?;
-    let settings: Vec<String> = TIME_ORDERED_READ_SETTINGS
-        .iter()
-        .map(|(name, value)| format!("-c {name}={value}"))
-        .collect();
-    ordered_config.options(settings.join(" "));
-    let (ordered, connection) = ordered_config
-        .connect(tokio_postgres::NoTls)
+    // One connection set up as the service's time-ordered pool sets up its own.
+    let ordered = signins_common::db::pool(&database_url, 1, None, TIME_ORDERED_READ_SETTINGS)
+        .map_err(|e| e.to_string())?
+        .get()
         .await
         .map_err(|e| format!("connect to {database_url}: {e}"))?;
-    tokio::spawn(connection);
     let rows: i64 = direct
         .query_one("SELECT count(*) FROM query.sign_ins", &[])
         .await
